@@ -1,0 +1,25 @@
+"""Command line: ``python -m robustpool demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m robustpool", description="robustpool command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run a pipeline in which a worker is killed mid-run")
+    demo.add_argument("--items", type=int, default=20, help="how many items to map (default 20)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from ._demo import run
+
+        if args.items < 10:
+            parser.error("--items must be at least 10")
+        return run(args.items)
+    return 2  # pragma: no cover - argparse enforces the choices
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The control plane: typed messages between the owner and its supervisor.
+
+The control socket is a Unix stream socket. Each message is a frozen dataclass, pickled with
+the standard pickler and length-prefixed; messages that hand over file descriptors (a new
+worker's data socket and progress slot) carry them as SCM_RIGHTS ancillary data on the same
+``sendmsg`` call. The receiver queues descriptors in arrival order and each message takes
+the number it declares, so it does not matter how the kernel splits the byte stream.
+
+Only robustpool's own types cross this socket: the supervisor never sees user data.
+"""
+
+from __future__ import annotations
+
+import array
+import pickle
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass
+
+_LEN = struct.Struct("<I")
+_MAX_FDS = 16
+
+
+# --- owner -> supervisor ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnWorker:
+    """Fork a worker that uses the two attached descriptors: data socket, progress slot."""
+
+    key: int
+    nfds: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class KillWorker:
+    """Kill one worker's whole process group with ``sig``; ``reason`` is echoed back."""
+
+    key: int
+    sig: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Stop every worker, reap them all, say Goodbye and exit.
+
+    Polite: wait up to ``grace`` seconds for workers to exit by themselves (the owner has
+    asked them to quit), then SIGTERM, then SIGKILL. Not polite: SIGTERM at once, SIGKILL
+    after ``grace``.
+    """
+
+    grace: float
+    polite: bool = False
+
+
+# --- supervisor -> owner ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStarted:
+    key: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExited:
+    """A worker was reaped. ``exitcode`` is negative for a signal, as in Popen."""
+
+    key: int
+    pid: int
+    exitcode: int
+    reason: str | None = None
+    task_id: int | None = None
+    last_rss: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed:
+    key: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The supervisor has reaped every worker and is about to exit."""
+
+
+Message = SpawnWorker | KillWorker | Shutdown | WorkerStarted | WorkerExited | SpawnFailed | Goodbye
+
+
+class Channel:
+    """One end of the control socket. Not thread-safe: one thread owns each end."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray()
+        self._fds: deque[int] = deque()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: Message, fds: tuple[int, ...] = ()) -> None:
+        body = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
+        data = _LEN.pack(len(body)) + body
+        if fds:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            sent = self.sock.sendmsg([data], anc)
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+        else:
+            self.sock.sendall(data)
+
+    def receive(self) -> bool:
+        """Read what is available; False on end of stream."""
+        fds_size = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+        data, anc, _flags, _addr = self.sock.recvmsg(1 << 16, fds_size)
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+                self._fds.extend(fds)
+        if not data:
+            return False
+        self._buf += data
+        return True
+
+    def messages(self) -> list[tuple[Message, list[int]]]:
+        """Complete messages received so far, each with the descriptors it declared."""
+        out: list[tuple[Message, list[int]]] = []
+        pos = 0
+        while len(self._buf) - pos >= _LEN.size:
+            (size,) = _LEN.unpack_from(self._buf, pos)
+            end = pos + _LEN.size + size
+            if end > len(self._buf):
+                break
+            msg = pickle.loads(bytes(self._buf[pos + _LEN.size : end]))
+            pos = end
+            nfds = msg.nfds if isinstance(msg, SpawnWorker) else 0
+            fds = [self._fds.popleft() for _ in range(min(nfds, len(self._fds)))]
+            out.append((msg, fds))
+        del self._buf[:pos]
+        return out

@@ -1,0 +1,721 @@
+"""The owner's engine: one dispatcher thread that owns the task table and every socket.
+
+Data flow (all arrows are sockets; the supervisor never sees task data)::
+
+    user threads --submit(tasks)/call(fn)--> inbox --wakeup--> dispatcher thread
+    dispatcher --TASK/FUNC/INIT frames--> worker k        (one duplex socket per worker)
+    dispatcher <--RESULT/READY frames----- worker k
+    dispatcher --SpawnWorker/KillWorker/Shutdown--> supervisor
+    dispatcher <--WorkerStarted/WorkerExited/Goodbye-- supervisor
+    dispatcher --deliver/fail/drop--> jobs (AsyncResult, MapResult, IMapIterator, futures)
+
+Who may touch what: ``_pending``, ``_workers`` and everything about workers and sockets
+belong to the dispatcher thread alone. Other threads only append to ``_inbox`` /
+``_incoming`` (deques, safe under the GIL) and wake the dispatcher. Jobs lock themselves.
+
+Attribution: a worker publishes the task and phase it is in to its progress slot (see
+``_wire``). When the supervisor reports a death, the dispatcher first reads every complete
+result the worker managed to send, then reads the slot: the task in it (if not idle) is the
+culprit and fails or is retried; every other task queued on that worker goes back to the
+front of the queue without counting as a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _serialize as ser
+from . import _supervisor
+from ._control import Goodbye, KillWorker, Shutdown, SpawnFailed, SpawnWorker, WorkerExited, WorkerStarted
+from ._errors import (
+    InitializerError,
+    PoolTerminatedError,
+    RobustPoolError,
+    TaskSerializationError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
+from ._tasks import Job, Task
+from ._wire import (
+    FUNC_HEAD,
+    HEADER,
+    PHASE_WORDS,
+    RESULT_HEAD,
+    SLOT_ITEM,
+    SLOT_PHASE,
+    SLOT_STARTED,
+    SLOT_TASK,
+    TASK_HEAD,
+    FrameReader,
+    Kind,
+    Phase,
+    Status,
+    frame,
+    map_slot,
+    new_slot_fd,
+)
+
+log = logging.getLogger("robustpool")
+
+_FUNC_CACHE = 128  # mirrors the worker's cache of unpickled functions (see _worker)
+_MAX_DEPTH = 64  # most tasks queued on one worker
+_TARGET_QUEUE_S = 0.002  # keep about this much work queued per worker, for tiny tasks
+_INIT_FAILURES = 3  # consecutive initializer failures that break the pool
+_TERM_GRACE = 1.0  # SIGTERM -> SIGKILL grace on terminate
+_QUIT_GRACE = 2.0  # how long idle workers get to quit by themselves on close
+_EXIT_WAIT = 5.0  # bound on waiting for the supervisor to exit
+_PHASE_UNPICKLE_RESULT = "unpickling the result in the owner"
+
+
+@dataclass(eq=False)
+class _Worker:
+    key: int
+    sock: socket.socket
+    slot_view: memoryview
+    slot_map: Any
+    pid: int | None = None
+    ready: bool = False
+    accepting: bool = True
+    quitting: bool = False
+    eof: bool = False
+    init_error: str | None = None
+    assigned: int = 0
+    inflight: deque[Task] = field(default_factory=deque)
+    funcs: dict[int, None] = field(default_factory=dict)
+    out: deque[memoryview] = field(default_factory=deque)
+    reader: FrameReader = field(default_factory=FrameReader)
+    writing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    processes: int
+    initializer_blob: bytes
+    maxtasksperchild: int | None
+    retries: int
+    start_method: str | None
+
+
+_live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
+
+
+class Dispatcher:
+    """Runs a pool's workers; the facades (RobustPool, ...) talk only to this."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._incoming: deque[list[Task]] = deque()
+        self._pending: deque[Task] = deque()
+        self._workers: dict[int, _Worker] = {}
+        self._keys = itertools.count(1)
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sleeping = False
+        self._closing = False
+        self._terminating = False
+        self._stopping = False
+        self._finished = threading.Event()
+        self._broken: BaseException | None = None
+        self._init_failures = 0
+        self._feeders = 0
+        self._feeders_lock = threading.Lock()
+        self._ewma: float | None = None
+        self._supervisor = self._start_supervisor()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._thread = threading.Thread(target=self._run, name="robustpool-dispatcher", daemon=True)
+        for _ in range(settings.processes):
+            self._spawn()
+        _live.add(self)
+        self._thread.start()
+
+    # -- public, thread-safe --
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def broken(self) -> BaseException | None:
+        return self._broken
+
+    def submit(self, tasks: list[Task]) -> None:
+        self._incoming.append(tasks)
+        self._wake()
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the dispatcher thread."""
+        self._inbox.append(fn)
+        self._wake()
+
+    def cancel(self, job: Job) -> None:
+        self.call(lambda: self._drop_pending(job))
+
+    def feeder_opened(self) -> None:
+        with self._feeders_lock:
+            self._feeders += 1
+
+    def feeder_closed(self) -> None:
+        with self._feeders_lock:
+            self._feeders -= 1
+        self._wake()
+
+    def close(self) -> None:
+        self.call(self._begin_close)
+
+    def terminate(self) -> None:
+        self.call(self._begin_terminate)
+
+    def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._finished.wait(0.1):
+            if not self._thread.is_alive():
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in list(self._workers.values()) if w.pid is not None]
+
+    @property
+    def supervisor_pid(self) -> int:
+        return self._supervisor.pid
+
+    def _wake(self) -> None:
+        if self._sleeping:
+            self._sleeping = False
+            with contextlib.suppress(BlockingIOError, OSError):
+                self._wake_w.send(b"\0")
+
+    # -- supervisor --
+
+    def _start_supervisor(self) -> _supervisor.SupervisorProcess:
+        method = self.settings.start_method
+        if method is None:
+            fork_ok = hasattr(os, "fork") and _supervisor.owner_is_single_threaded()
+            method = "fork" if fork_ok else "spawn"
+        proc = _supervisor.start(method)
+        proc.channel.sock.settimeout(10.0)
+        self._selector.register(proc.channel.sock, selectors.EVENT_READ, self._on_control)
+        return proc
+
+    def _spawn(self) -> None:
+        key = next(self._keys)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        slot_fd = new_slot_fd()
+        try:
+            slot_map, view = map_slot(slot_fd)
+            try:
+                self._supervisor.channel.send(SpawnWorker(key), fds=(theirs.fileno(), slot_fd))
+            except OSError:
+                mine.close()
+                view.release()
+                slot_map.close()
+                return  # the supervisor is gone; _on_control will notice and restart it
+        finally:
+            theirs.close()
+            os.close(slot_fd)
+        mine.setblocking(False)
+        w = _Worker(key, mine, view, slot_map)
+        self._workers[key] = w
+        self._selector.register(mine, selectors.EVENT_READ, lambda mask, w=w: self._on_worker(w, mask))
+        self._queue_frame(w, frame(Kind.INIT, self.settings.initializer_blob))
+
+    # -- the loop --
+
+    def _run(self) -> None:
+        try:
+            while not self._finished.is_set():
+                self._step()
+        except BaseException as exc:  # pragma: no cover - a bug in robustpool
+            log.critical("robustpool: the dispatcher thread crashed; the pool is broken", exc_info=exc)
+            self._broken = RobustPoolError(f"internal error in the dispatcher thread: {exc!r}")
+            self._broken.__cause__ = exc
+            self._fail_everything(self._broken)
+            self._supervisor.kill()
+            self._kill_known_workers()
+            self._finish()
+
+    def _step(self) -> None:
+        self._take_inbox()
+        self._dispatch()
+        if self._maybe_stop():
+            return
+        self._sleeping = True
+        if self._inbox or self._incoming:
+            timeout: float | None = 0.0
+        else:
+            timeout = 0.05 if self._stopping else None
+        events = self._selector.select(timeout)
+        self._sleeping = False
+        for key, mask in events:
+            key.data(mask)
+
+    def _on_wake(self, mask: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _take_inbox(self) -> None:
+        while self._inbox:
+            self._inbox.popleft()()
+        while self._incoming:
+            tasks = self._incoming.popleft()
+            if self._broken is not None or self._terminating:
+                err = self._broken or PoolTerminatedError()
+                for t in tasks:
+                    self._fail_task(t, err)
+            else:
+                self._pending.extend(tasks)
+
+    # -- dispatching --
+
+    def _depth(self) -> int:
+        if self._ewma is None:
+            return 2
+        return max(1, min(_MAX_DEPTH, int(_TARGET_QUEUE_S / max(self._ewma, 1e-7))))
+
+    def _dispatch(self) -> None:
+        if not self._pending:
+            return
+        open_workers = [w for w in self._workers.values() if w.accepting and not w.eof]
+        if not open_workers:
+            return
+        depth = self._depth()
+        touched: set[_Worker] = set()
+        pending = self._pending
+        while pending:
+            w = min(open_workers, key=lambda w: len(w.inflight))
+            if len(w.inflight) >= depth:
+                break
+            t = pending.popleft()
+            if t.job.cancelled:
+                t.job.drop(t.start, t.count)
+                continue
+            self._assign(t, w)
+            touched.add(w)
+            if not w.accepting:
+                open_workers.remove(w)
+                if not open_workers:
+                    break
+        for w in touched:
+            self._write(w)
+
+    def _assign(self, t: Task, w: _Worker) -> None:
+        fid = t.func.func_id
+        if fid not in w.funcs:
+            self._queue_frame(w, frame(Kind.FUNC, t.func.blob, FUNC_HEAD.pack(fid)), write=False)
+            w.funcs[fid] = None
+            if len(w.funcs) > _FUNC_CACHE:
+                del w.funcs[next(iter(w.funcs))]
+        head = TASK_HEAD.pack(t.task_id, fid, t.mode, t.timeout)
+        # Header and payload go out as separate buffers (sendmsg gathers them): a large
+        # payload is never copied in the owner.
+        w.out.append(memoryview(HEADER.pack(len(head) + len(t.payload), Kind.TASK) + head))
+        w.out.append(memoryview(t.payload))
+        w.inflight.append(t)
+        w.assigned += 1
+        limit = self.settings.maxtasksperchild
+        if limit is not None and w.assigned >= limit:
+            # Recycle: no more tasks for this one, and its replacement starts now so queued
+            # work is not delayed by the swap.
+            w.accepting = False
+            if not self._closing_done():
+                self._spawn()
+
+    def _queue_frame(self, w: _Worker, data: bytes, write: bool = True) -> None:
+        w.out.append(memoryview(data))
+        if write:
+            self._write(w)
+
+    def _write(self, w: _Worker) -> None:
+        if w.eof:
+            w.out.clear()
+            return
+        out = w.out
+        try:
+            while out:
+                sent = w.sock.sendmsg(list(itertools.islice(out, 64)))
+                while sent:
+                    head = out[0]
+                    if sent >= len(head):
+                        sent -= len(head)
+                        out.popleft()
+                    else:
+                        out[0] = head[sent:]
+                        sent = 0
+        except BlockingIOError:
+            pass
+        except OSError:
+            out.clear()  # the worker is gone; its WorkerExited report will settle its tasks
+            self._on_worker_eof(w)
+            return
+        want_write = bool(out)
+        if want_write != w.writing:
+            w.writing = want_write
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            self._selector.modify(w.sock, events, self._selector.get_key(w.sock).data)
+
+    # -- worker sockets --
+
+    def _on_worker(self, w: _Worker, mask: int) -> None:
+        if mask & selectors.EVENT_READ:
+            self._read(w)
+        if mask & selectors.EVENT_WRITE and not w.eof:
+            self._write(w)
+
+    def _read(self, w: _Worker, drain: bool = False) -> None:
+        while not w.eof:
+            try:
+                alive = w.reader.fill(w.sock)
+            except BlockingIOError:
+                alive = True
+                drain = False
+            except OSError:
+                alive = False
+            for kind, payload in w.reader.frames():
+                self._on_frame(w, kind, payload)
+            if not alive:
+                self._on_worker_eof(w)
+            if not drain:
+                return
+
+    def _on_worker_eof(self, w: _Worker) -> None:
+        # The worker closed its end: it exited or is exiting. What happened to its tasks
+        # is decided when the supervisor reports the exit status (WorkerExited).
+        if not w.eof:
+            w.eof = True
+            w.out.clear()
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(w.sock)
+
+    def _on_frame(self, w: _Worker, kind: int, payload: bytes) -> None:
+        if kind == Kind.RESULT:
+            self._on_result(w, payload)
+        elif kind == Kind.READY:
+            w.ready = True
+            self._init_failures = 0
+        elif kind == Kind.INIT_FAILED:
+            exc = ser.decode_exception(payload)
+            w.init_error = ser.format_exception(exc)
+
+    def _on_result(self, w: _Worker, payload: bytes) -> None:
+        task_id, status, spent = RESULT_HEAD.unpack_from(payload)
+        t = w.inflight.popleft()
+        if t.task_id != task_id:  # pragma: no cover - would be a protocol bug
+            raise RuntimeError(f"worker {w.pid} answered task {task_id}, expected {t.task_id}")
+        per_item = spent / t.count
+        self._ewma = per_item if self._ewma is None else 0.8 * self._ewma + 0.2 * per_item
+        body = memoryview(payload)[RESULT_HEAD.size :]
+        job = t.job
+        try:
+            if status == Status.OK:
+                job.deliver(t.start, ser.loads(body))
+            elif status == Status.MIXED:
+                self._deliver_mixed(t, ser.loads(body))
+            else:
+                err = ser.decode_exception(bytes(body))
+                _describe_serialization_error(err, t, 0)
+                for k in range(t.count):
+                    job.fail(t.start + k, err)
+        except BaseException as exc:
+            self._fail_unpickled(t, exc)
+        if not w.inflight and not w.accepting:
+            self._retire(w)
+
+    def _deliver_mixed(self, t: Task, pairs: list[tuple[bool, Any]]) -> None:
+        for k, (ok, value) in enumerate(pairs):
+            if ok:
+                t.job.deliver(t.start + k, (value,))
+                continue
+            try:
+                exc = ser.decode_exception(value)
+            except BaseException as err:
+                exc = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(err).__name__}: {err}", t.index(k), t.describe(k))
+                exc.__cause__ = err
+            _describe_serialization_error(exc, t, k)
+            t.job.fail(t.start + k, exc)
+
+    def _fail_unpickled(self, t: Task, exc: BaseException) -> None:
+        for k in range(t.count):
+            err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
+            err.__cause__ = exc
+            t.job.fail(t.start + k, err)
+
+    def _retire(self, w: _Worker) -> None:
+        if not w.quitting:
+            w.quitting = True
+            self._queue_frame(w, frame(Kind.QUIT))
+
+    # -- supervisor events --
+
+    def _on_control(self, mask: int) -> None:
+        try:
+            alive = self._supervisor.channel.receive()
+        except (BlockingIOError, TimeoutError):
+            return
+        except OSError:
+            alive = False
+        for msg, _fds in self._supervisor.channel.messages():
+            if isinstance(msg, WorkerStarted):
+                w = self._workers.get(msg.key)
+                if w is not None:
+                    w.pid = msg.pid
+            elif isinstance(msg, WorkerExited):
+                self._on_exit(msg)
+            elif isinstance(msg, SpawnFailed):
+                self._on_spawn_failed(msg)
+            elif isinstance(msg, Goodbye):
+                pass
+        if not alive:
+            self._on_supervisor_gone()
+
+    def _on_exit(self, msg: WorkerExited) -> None:
+        w = self._workers.pop(msg.key, None)
+        if w is None:
+            return
+        if not w.eof:
+            self._read(w, drain=True)  # every complete result it sent counts
+            self._on_worker_eof(w)
+        w.sock.close()
+        w.pid = msg.pid
+        task_id, phase, item = w.slot_view[SLOT_TASK], Phase(w.slot_view[SLOT_PHASE]), w.slot_view[SLOT_ITEM]
+        started = w.slot_view[SLOT_STARTED]
+        expected = (w.quitting and msg.exitcode == 0) or self._stopping
+        if not expected:
+            # A death during a task is reported to that task's caller too; one while idle
+            # is only seen here, so it is louder.
+            level = logging.INFO if phase not in (Phase.IDLE, Phase.INIT) else logging.WARNING
+            log.log(level, "robustpool: worker %s exited with %s", msg.pid, _exit_words(msg.exitcode))
+        requeue: list[Task] = []
+        for t in w.inflight:
+            if phase not in (Phase.IDLE, Phase.INIT) and t.task_id == task_id:
+                requeue += self._blame(t, w, msg, phase, item, started)
+            else:
+                requeue.append(t)
+        w.inflight.clear()
+        self._pending.extendleft(reversed(requeue))
+        w.slot_view.release()
+        w.slot_map.close()
+        if w.init_error is not None or (phase == Phase.INIT and not w.ready):
+            self._on_init_failure(w, msg)
+        if not self._stopping and self._broken is None:
+            self._replace(w)
+
+    def _replace(self, gone: _Worker) -> None:
+        active = sum(1 for w in self._workers.values() if w.accepting)
+        if active < self.settings.processes and not self._closing_done():
+            self._spawn()
+
+    def _blame(self, t: Task, w: _Worker, msg: WorkerExited, phase: Phase, item: int, started: int) -> list[Task]:
+        """Settle the task a worker died in; returns the tasks to run again."""
+        pid = msg.pid
+        t.attempts.append((pid, msg.exitcode))
+        if phase in (Phase.LOADING, Phase.DUMPING) and t.count > 1:
+            # The whole chunk was being (un)pickled: isolate the culprit by running each
+            # item alone. Only the guilty one can kill again.
+            return t.split(range(t.count))
+        k = item if phase == Phase.RUNNING else 0
+        k = min(max(k, 0), t.count - 1)
+        # Items before k finished, but their results died with the worker: run them again.
+        again = t.sub(0, k) + t.sub(k + 1, t.count)
+        for nt in again:
+            nt.attempts = []
+        if msg.reason == "timeout" and msg.task_id == t.task_id:
+            elapsed = (time.monotonic_ns() - started) / 1e9
+            t.job.fail(t.start + k, TaskTimeoutError(t.timeout, elapsed, t.index(k), t.describe(k), pid))
+        elif len(t.attempts) <= self.settings.retries and not self._stopping:
+            retry = t.sub(k, k + 1)
+            for nt in retry:
+                nt.attempts = list(t.attempts)
+            log.warning("robustpool: retrying %s after worker %s died (%s)", t.describe(k), pid, _exit_words(msg.exitcode))
+            again = retry + again
+        else:
+            phase_words = PHASE_WORDS.get(phase, "running")
+            err = WorkerLostError(
+                pid, msg.exitcode, t.index(k), t.describe(k), phase_words, tuple(t.attempts), msg.last_rss, msg.reason
+            )
+            t.job.fail(t.start + k, err)
+        return again
+
+    def _on_init_failure(self, w: _Worker, msg: WorkerExited) -> None:
+        self._init_failures += 1
+        text = w.init_error or f"the worker died from {_exit_words(msg.exitcode)} while running the initializer\n"
+        log.error("robustpool: the initializer failed in worker %s:\n%s", msg.pid, text)
+        if self._init_failures >= _INIT_FAILURES and self._broken is None:
+            self._broken = InitializerError(self._init_failures, text)
+            self._fail_everything(self._broken)
+            for other in list(self._workers.values()):
+                self._kill(other, signal.SIGKILL, "the pool is broken")
+
+    def _on_spawn_failed(self, msg: SpawnFailed) -> None:
+        w = self._workers.pop(msg.key, None)
+        if w is not None:
+            self._on_worker_eof(w)
+            w.sock.close()
+            self._pending.extendleft(reversed(w.inflight))
+            w.slot_view.release()
+            w.slot_map.close()
+        if not self._stopping:
+            log.error("robustpool: could not start a worker: %s", msg.error)
+            self.call(lambda: None)
+
+    def _on_supervisor_gone(self) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(self._supervisor.channel.sock)
+        self._supervisor.channel.sock.close()
+        self._supervisor.wait(1.0)
+        if self._stopping:
+            self._kill_known_workers()
+            self._finish()
+            return
+        code = self._supervisor.poll()
+        log.error("robustpool: the supervisor (pid %s) died with %s; starting a new one", self._supervisor.pid, _exit_words(code))
+        # Its workers die with it (PR_SET_PDEATHSIG); make sure of it where that is missing.
+        self._kill_known_workers()
+        for w in list(self._workers.values()):
+            self._on_exit(WorkerExited(w.key, w.pid or 0, -signal.SIGKILL, "its supervisor died"))
+        self._supervisor = self._start_supervisor()
+        while sum(1 for w in self._workers.values() if w.accepting) < self.settings.processes:
+            self._spawn()
+
+    def _kill(self, w: _Worker, sig: int, reason: str | None) -> None:
+        with contextlib.suppress(OSError):
+            self._supervisor.channel.send(KillWorker(w.key, sig, reason))
+
+    def _kill_known_workers(self) -> None:
+        for w in self._workers.values():
+            if w.pid:
+                with contextlib.suppress(OSError):
+                    os.killpg(w.pid, signal.SIGKILL)
+
+    # -- failing and dropping --
+
+    def _fail_task(self, t: Task, err: BaseException) -> None:
+        for k in range(t.count):
+            t.job.fail(t.start + k, err)
+
+    def _fail_everything(self, err: BaseException) -> None:
+        while self._pending:
+            self._fail_task(self._pending.popleft(), err)
+        while self._incoming:
+            for t in self._incoming.popleft():
+                self._fail_task(t, err)
+        for w in self._workers.values():
+            while w.inflight:
+                self._fail_task(w.inflight.popleft(), err)
+
+    def _drop_pending(self, job: Job) -> None:
+        keep: deque[Task] = deque()
+        for t in self._pending:
+            if t.job is job:
+                job.drop(t.start, t.count)
+            else:
+                keep.append(t)
+        self._pending = keep
+
+    # -- shutting down --
+
+    def _begin_close(self) -> None:
+        self._closing = True
+
+    def _closing_done(self) -> bool:
+        """True once a closed pool has no work left (then workers are not replaced)."""
+        if not self._closing or self._pending or self._incoming:
+            return False
+        if any(w.inflight for w in self._workers.values()):
+            return False
+        with self._feeders_lock:
+            return self._feeders <= 0
+
+    def _begin_terminate(self) -> None:
+        if self._terminating:
+            return
+        self._terminating = True
+        self._closing = True
+        self._fail_everything(PoolTerminatedError())
+        self._begin_stop(_TERM_GRACE, polite=False)
+
+    def _begin_stop(self, grace: float, polite: bool) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop_deadline = time.monotonic() + 2 * grace + _EXIT_WAIT
+        for w in self._workers.values():
+            self._retire(w)
+        with contextlib.suppress(OSError):
+            self._supervisor.channel.send(Shutdown(grace, polite))
+
+    def _maybe_stop(self) -> bool:
+        if not self._stopping:
+            if self._closing_done():
+                self._begin_stop(_QUIT_GRACE, polite=True)
+            return False
+        if time.monotonic() > self._stop_deadline:
+            log.error("robustpool: the supervisor did not stop in time; killing it")
+            self._supervisor.kill()
+            self._kill_known_workers()
+            self._supervisor.wait(1.0)
+            self._finish()
+            return True
+        return self._finished.is_set()
+
+    def _finish(self) -> None:
+        for w in list(self._workers.values()):
+            with contextlib.suppress(OSError):
+                w.sock.close()
+            with contextlib.suppress(BufferError, ValueError):
+                w.slot_view.release()
+                w.slot_map.close()
+        self._fail_everything(self._broken or PoolTerminatedError())
+        self._workers.clear()
+        with contextlib.suppress(OSError):
+            self._supervisor.channel.sock.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        _live.discard(self)
+        self._finished.set()
+
+
+def _describe_serialization_error(exc: BaseException, t: Task, k: int) -> None:
+    if isinstance(exc, TaskSerializationError) and exc.task is None:
+        exc.task_index = t.index(k)
+        exc.task = t.describe(k)
+        exc.args = (f"error {exc.phase} for task {_label(t, k)}: {exc.detail}",)
+
+
+def _label(t: Task, k: int) -> str:
+    idx = t.index(k)
+    return f"#{idx} {t.describe(k)}" if idx is not None else t.describe(k)
+
+
+def _exit_words(code: int | None) -> str:
+    from ._errors import describe_exitcode
+
+    return describe_exitcode(code)
+
+
+def shutdown_all(dispatchers: Iterable[Dispatcher] = ()) -> None:
+    """Terminate every live pool (at interpreter exit); bounded."""
+    live = list(dispatchers) or list(_live)
+    for d in live:
+        d.terminate()
+    for d in live:
+        d.join(timeout=_TERM_GRACE + _EXIT_WAIT)

@@ -1,0 +1,237 @@
+"""The exceptions robustpool raises, named for who is at fault.
+
+Every class keeps the arguments of its constructor reachable through ``__reduce__``, so an
+instance survives ``pickle`` and ``cloudpickle`` round trips with all of its attributes (a
+user may ship one to another process, log it with a pickling handler, or store it).
+
+Who raises what:
+
+* :class:`WorkerLostError` -- the world broke a worker (a signal, ``os._exit``, the OOM
+  killer, the supervisor dying); raised for the one task that was running on it.
+* :class:`TaskTimeoutError` -- the task ran past its ``task_timeout``; its worker was killed.
+* :class:`TaskSerializationError` -- a task or its result could not cross the process
+  boundary; says in which phase.
+* :class:`RemoteTaskError` -- the task raised an exception that cannot be rebuilt in the
+  owner; carries its type name, message and the worker's formatted traceback.
+* :class:`InitializerError` -- the pool's ``initializer`` failed repeatedly; the pool is
+  broken and fails its tasks with this error.
+* :class:`PoolTerminatedError` -- you terminated the pool while the task was outstanding.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+__all__ = [
+    "InitializerError",
+    "PoolTerminatedError",
+    "RemoteTaskError",
+    "RobustPoolError",
+    "TaskSerializationError",
+    "TaskTimeoutError",
+    "WorkerLostError",
+    "describe_exitcode",
+]
+
+
+def _signal_of(exitcode: int | None) -> signal.Signals | None:
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode)
+    except ValueError:
+        return None
+
+
+def describe_exitcode(exitcode: int | None) -> str:
+    """Say how a process ended: ``SIGKILL (-9)``, ``exit code 3`` or ``an unknown status``."""
+    if exitcode is None:
+        return "an unknown status"
+    sig = _signal_of(exitcode)
+    if sig is not None:
+        return f"{sig.name} ({exitcode})"
+    if exitcode < 0:
+        return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _format_rss(rss: int) -> str:
+    return f"{rss / 2**20:.1f} MiB"
+
+
+def _likely_cause(exitcode: int | None, reason: str | None, last_rss: int | None) -> str:
+    if reason:
+        return reason
+    sig = _signal_of(exitcode)
+    rss = f"; its last RSS seen was {_format_rss(last_rss)}" if last_rss else ""
+    if sig is signal.SIGKILL:
+        return (
+            "it was killed from outside: most often the kernel's OOM killer or a container "
+            f"memory limit (see `dmesg`){rss}, or someone ran `kill -9`"
+        )
+    if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE):
+        return (
+            "a crash in native code (a C extension, ctypes, or a bug in a library); "
+            "run the task in a plain process with `python -X faulthandler` to see where"
+        )
+    if sig is signal.SIGABRT:
+        return "native code called abort(), e.g. a failed assertion inside a C library"
+    if sig is signal.SIGTERM:
+        return "it was terminated from outside (kill, a container stop, a job scheduler)"
+    if sig is not None:
+        return f"it received {sig.name} and did not handle it"
+    if exitcode is not None:
+        return f"the task called os._exit({exitcode}) or native code called exit()"
+    return "the process vanished without a status (its supervisor was gone)"
+
+
+class RobustPoolError(Exception):
+    """Base class of every error robustpool raises on its own behalf."""
+
+
+class WorkerLostError(RobustPoolError):
+    """A worker process died while running a task; raised for that task only.
+
+    Attributes: ``pid``, ``exitcode`` (negative for a signal, None when unknown), ``signal``
+    (a :class:`signal.Signals` or None), ``task_index`` (the task's position in its call),
+    ``task`` (a short description such as ``kill_self(5)``), ``phase`` (what the worker was
+    doing with the task), ``attempts`` (one ``(pid, exitcode)`` pair per worker the task
+    killed, oldest first), ``last_rss`` (bytes, when the supervisor measured it) and
+    ``reason`` (set when robustpool itself killed the worker).
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        exitcode: int | None,
+        task_index: int | None = None,
+        task: str | None = None,
+        phase: str = "running",
+        attempts: tuple[tuple[int, int | None], ...] = (),
+        last_rss: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = _signal_of(exitcode)
+        self.task_index = task_index
+        self.task = task
+        self.phase = phase
+        self.attempts = tuple(attempts) or ((pid, exitcode),)
+        self.last_rss = last_rss
+        self.reason = reason
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        what = f"task #{self.task_index}" if self.task_index is not None else "a task"
+        if self.task:
+            what += f" {self.task}"
+        msg = f"worker {self.pid} died from {describe_exitcode(self.exitcode)} while {self.phase} {what}"
+        if len(self.attempts) > 1:
+            tried = ", ".join(f"pid {p}: {describe_exitcode(c)}" for p, c in self.attempts)
+            msg += f"; it killed {len(self.attempts)} workers ({tried})"
+        return f"{msg}. Likely cause: {_likely_cause(self.exitcode, self.reason, self.last_rss)}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.pid, self.exitcode, self.task_index, self.task, self.phase, self.attempts)
+        return (type(self), (*args, self.last_rss, self.reason))
+
+
+class TaskTimeoutError(RobustPoolError):
+    """A task ran longer than its ``task_timeout``; its worker was killed and replaced."""
+
+    def __init__(
+        self,
+        timeout: float,
+        elapsed: float,
+        task_index: int | None = None,
+        task: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.elapsed = elapsed
+        self.task_index = task_index
+        self.task = task
+        self.pid = pid
+        what = f"task #{task_index}" if task_index is not None else "a task"
+        if task:
+            what += f" {task}"
+        where = f" on worker {pid}" if pid is not None else ""
+        super().__init__(
+            f"{what} ran for {elapsed:.2f} s, past its task_timeout of {timeout:g} s; its worker{where} was killed and replaced"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.timeout, self.elapsed, self.task_index, self.task, self.pid)
+        return (type(self), args)
+
+
+class TaskSerializationError(RobustPoolError):
+    """A task or its result could not be pickled or unpickled.
+
+    ``phase`` is one of ``"pickling the task in the owner"``, ``"unpickling the task in the
+    worker"``, ``"pickling the result in the worker"``, ``"unpickling the result in the
+    owner"``. The original error is the ``__cause__`` when it could be carried over, and its
+    text is always in ``detail``.
+    """
+
+    def __init__(self, phase: str, detail: str, task_index: int | None = None, task: str | None = None) -> None:
+        self.phase = phase
+        self.detail = detail
+        self.task_index = task_index
+        self.task = task
+        what = f"task #{task_index}" if task_index is not None else "a task"
+        if task:
+            what += f" {task}"
+        super().__init__(f"error {phase} for {what}: {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.phase, self.detail, self.task_index, self.task))
+
+
+class RemoteTaskError(RobustPoolError):
+    """A task raised an exception that could not be rebuilt in the owner.
+
+    ``type_name`` is the remote exception's qualified type name, ``message`` its ``str()``
+    and ``remote_traceback`` the traceback formatted in the worker.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"{type_name}: {message}\n(the exception could not be rebuilt in the owner; "
+            f"the worker's traceback follows)\n{remote_traceback}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.message, self.remote_traceback))
+
+
+class InitializerError(RobustPoolError):
+    """The pool's ``initializer`` failed in several fresh workers in a row.
+
+    The pool stops starting workers and fails every pending and new task with this error;
+    ``remote_traceback`` holds the initializer's traceback from the last worker.
+    """
+
+    def __init__(self, failures: int, remote_traceback: str) -> None:
+        self.failures = failures
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"the pool's initializer failed in {failures} workers in a row, so the pool is "
+            f"broken; fix the initializer and build a new pool. Last failure:\n{remote_traceback}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.failures, self.remote_traceback))
+
+
+class PoolTerminatedError(RobustPoolError):
+    """The pool was terminated (``terminate()``, an exception leaving its ``with`` block,
+    or garbage collection) before this task produced a result."""
+
+    def __init__(self, message: str = "the pool was terminated before this task finished") -> None:
+        super().__init__(message)

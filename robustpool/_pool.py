@@ -1,0 +1,391 @@
+"""RobustPool: the ``multiprocessing.Pool`` API over robustpool's supervised runtime.
+
+This module is only the facade: it validates arguments at the call, turns each call into a
+job and its tasks, and hands them to the engine (``_dispatcher.Dispatcher``). It holds no
+worker state, so another engine can sit behind the same API.
+
+Deliberate differences from ``multiprocessing.Pool`` (all documented in the README):
+
+* leaving ``with`` normally waits for outstanding work (close + join); leaving it by an
+  exception terminates, after cleaning what the live ``imap`` iterators hold;
+* ``imap``/``imap_unordered`` read their input lazily, a bounded window ahead of the
+  consumer, instead of all at once;
+* ``terminate()`` fails outstanding results with PoolTerminatedError instead of leaving
+  them waiting forever.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _serialize as ser
+from ._dispatcher import Dispatcher, Settings, shutdown_all
+from ._errors import TaskSerializationError
+from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult
+from ._tasks import FuncRef, Job, make_tasks, pickle_function
+from ._wire import Mode
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_RUN, _CLOSE, _TERMINATE = "running", "closed", "terminated"
+_FUNC_MEMO = 256
+_atexit_lock = threading.Lock()
+_atexit_done = False
+
+
+def _register_atexit() -> None:
+    global _atexit_done
+    with _atexit_lock:
+        if not _atexit_done:
+            atexit.register(shutdown_all)
+            _atexit_done = True
+
+
+def _check_timeout(name: str, value: float | None) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds, not {value!r}")
+    return float(value)
+
+
+def _check_chunksize(chunksize: int) -> int:
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be an int, not {type(chunksize).__name__}")
+    if chunksize < 1:
+        raise ValueError(f"chunksize must be 1 or more, not {chunksize}")
+    return chunksize
+
+
+def _check_callable(fn: object, what: str = "func") -> None:
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable, not {type(fn).__name__}")
+
+
+class RobustPool:
+    """A process pool with the ``multiprocessing.Pool`` API that survives dying workers.
+
+    ``processes`` defaults to ``os.cpu_count()``. ``initializer(*initargs)`` runs once in
+    every worker; if it fails in three fresh workers in a row the pool is broken and fails
+    tasks with InitializerError. ``maxtasksperchild`` recycles a worker after that many
+    tasks (chunks). Keyword-only: ``task_timeout`` (seconds a task may run before its
+    worker is killed; TaskTimeoutError), ``retries`` (how many times a task that killed its
+    worker is run again on a fresh one), ``start_method`` (``"fork"`` or ``"spawn"`` for
+    the supervisor; by default fork when the owner has a single thread), ``buffersize``
+    (chunks an ``imap`` keeps ahead of its consumer) and ``close_timeout`` (how long closing
+    an ``imap`` iterator waits for running tasks so it can clean their results).
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        start_method: str | None = None,
+        buffersize: int | None = None,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self._state = _TERMINATE  # until fully built, so __del__ of a failed init is quiet
+        nproc = self._check_processes(processes)
+        if initializer is not None:
+            _check_callable(initializer, "initializer")
+        if maxtasksperchild is not None and (
+            isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
+        ):
+            raise ValueError(f"maxtasksperchild must be a positive int or None, not {maxtasksperchild!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, not {retries!r}")
+        if start_method not in (None, "fork", "spawn"):
+            raise ValueError(f"start_method must be 'fork', 'spawn' or None, not {start_method!r}")
+        if start_method == "fork" and not hasattr(os, "fork"):
+            raise ValueError("start_method='fork' needs os.fork, which this platform lacks")
+        if buffersize is not None:
+            _check_chunksize(buffersize)
+        self._task_timeout = _check_timeout("task_timeout", task_timeout)
+        self._close_timeout = _check_timeout("close_timeout", close_timeout)
+        self._processes = nproc
+        self._buffersize = buffersize or max(8, 16 * nproc)
+        init_blob = b""
+        if initializer is not None:
+            try:
+                init_blob = ser.dumps((initializer, tuple(initargs)))
+            except Exception as exc:
+                raise TaskSerializationError("pickling the task in the owner", f"cannot pickle the initializer: {exc}") from exc
+        settings = Settings(nproc, init_blob, maxtasksperchild, retries, start_method)
+        _register_atexit()
+        self._engine = Dispatcher(settings)
+        self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
+        self._funcs: dict[bytes, FuncRef] = {}
+        self._state = _RUN
+
+    @staticmethod
+    def _check_processes(processes: int | None) -> int:
+        if processes is None:
+            return os.cpu_count() or 1
+        if isinstance(processes, bool) or not isinstance(processes, int):
+            raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        return processes
+
+    # -- helpers --
+
+    def _check_running(self) -> None:
+        if self._state != _RUN:
+            raise ValueError("Pool not running")
+
+    def _function(self, func: Callable[..., Any]) -> FuncRef:
+        """Pickle ``func`` for one call, reusing the id of an identical earlier pickle so
+        workers unpickle a function once, not once per ``apply_async``."""
+        ref = pickle_function(func)
+        known = self._funcs.get(ref.blob)
+        if known is not None:
+            return known
+        if len(self._funcs) >= _FUNC_MEMO:
+            del self._funcs[next(iter(self._funcs))]
+        self._funcs[ref.blob] = ref
+        return ref
+
+    def _start(self, job: Job, func: Callable[..., Any], mode: Mode, items: list[Any], chunksize: int, indexed: bool) -> None:
+        try:
+            ref = self._function(func)
+        except TaskSerializationError as exc:
+            for k in range(len(items)):
+                job.fail(k, exc)
+            return
+        tasks = []
+        for start in range(0, len(items), chunksize):
+            chunk = items[start : start + chunksize]
+            tasks += make_tasks(job, ref, mode, start, chunk, self._task_timeout, indexed)
+        if tasks:
+            self._engine.submit(tasks)
+
+    # -- apply --
+
+    def apply(self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] | None = None) -> T:
+        """Run ``func(*args, **kwds)`` in a worker and return its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> AsyncResult[T]:
+        """Start ``func(*args, **kwds)`` in a worker; returns an AsyncResult."""
+        self._check_running()
+        _check_callable(func)
+        result: AsyncResult[T] = AsyncResult(callback, error_callback)
+        self._start(result, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, indexed=False)
+        return result
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``."""
+        self._check_running()
+        _check_callable(fn, "fn")
+        future: Future[T] = Future()
+        self._start(FutureJob(future), fn, Mode.APPLY, [(args, kwargs)], 1, indexed=False)
+        return future
+
+    # -- map --
+
+    def _default_chunksize(self, n: int) -> int:
+        chunksize, extra = divmod(n, self._processes * 4)
+        return max(1, chunksize + (1 if extra else 0))
+
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        mode: Mode,
+        chunksize: int | None,
+        callback: Callable[[list[Any]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        cleanup: Cleanup | None,
+    ) -> MapResult[Any]:
+        self._check_running()
+        _check_callable(func)
+        if cleanup is not None:
+            _check_callable(cleanup, "cleanup")
+        items = list(iterable)
+        size = self._default_chunksize(len(items)) if chunksize is None else _check_chunksize(chunksize)
+        result: MapResult[Any] = MapResult(len(items), callback, error_callback, cleanup)
+        if items:
+            self._start(result, func, mode, items, size, indexed=True)
+        return result
+
+    def map(
+        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int | None = None, *, cleanup: Cleanup | None = None
+    ) -> list[R]:
+        """Apply ``func`` to every item; returns the list of results in order."""
+        return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, cleanup).get()
+
+    def map_async(
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        cleanup: Cleanup | None = None,
+    ) -> MapResult[R]:
+        """Like ``map`` but returns a MapResult at once."""
+        return self._map_async(func, iterable, Mode.MAP, chunksize, callback, error_callback, cleanup)
+
+    def starmap(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        cleanup: Cleanup | None = None,
+    ) -> list[R]:
+        """Like ``map`` but each item is unpacked as the arguments: ``func(*item)``."""
+        return self._map_async(func, iterable, Mode.STAR, chunksize, None, None, cleanup).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        cleanup: Cleanup | None = None,
+    ) -> MapResult[R]:
+        """Like ``starmap`` but returns a MapResult at once."""
+        return self._map_async(func, iterable, Mode.STAR, chunksize, callback, error_callback, cleanup)
+
+    # -- imap --
+
+    def _imap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int,
+        ordered: bool,
+        cleanup: Cleanup | None,
+        buffersize: int | None,
+    ) -> IMapIterator[Any]:
+        self._check_running()
+        _check_callable(func)
+        _check_chunksize(chunksize)
+        if cleanup is not None:
+            _check_callable(cleanup, "cleanup")
+        if buffersize is not None:
+            _check_chunksize(buffersize)
+        ref = self._function(func)
+        window = buffersize or self._buffersize
+        it: IMapIterator[Any] = IMapIterator(
+            self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, self._close_timeout, self._task_timeout
+        )
+        self._iterators.add(it)
+        return it
+
+    def imap(
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        cleanup: Cleanup | None = None,
+        buffersize: int | None = None,
+    ) -> IMapIterator[R]:
+        """Lazily apply ``func`` to every item; iterate the results in input order."""
+        return self._imap(func, iterable, chunksize, True, cleanup, buffersize)
+
+    def imap_unordered(
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        cleanup: Cleanup | None = None,
+        buffersize: int | None = None,
+    ) -> IMapIterator[R]:
+        """Like ``imap`` but results come in the order they finish."""
+        return self._imap(func, iterable, chunksize, False, cleanup, buffersize)
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        """Accept no new work; workers exit once everything submitted is done."""
+        if self._state == _RUN:
+            self._state = _CLOSE
+            self._engine.close()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the workers to exit after ``close()`` or ``terminate()``."""
+        if self._state == _RUN:
+            raise ValueError("Pool is still running")
+        if self._state == _CLOSE:
+            # Lazy iterators still owe their input: read it now, as the standard
+            # library's eager imap would have.
+            for it in list(self._iterators):
+                it._feed(everything=True)
+        self._engine.join(timeout)
+
+    def terminate(self) -> None:
+        """Stop now: kill the workers, fail outstanding results, clean what iterators hold."""
+        if self._state == _TERMINATE and self._engine.finished:
+            return
+        self._state = _TERMINATE
+        self._engine.terminate()
+        errors: list[Exception] = []
+        for it in list(self._iterators):
+            errors += it._close()
+        self._engine.join()
+        if errors:
+            raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
+
+    def __enter__(self) -> RobustPool:
+        self._check_running()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+            self.join()
+        else:
+            self.terminate()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", _TERMINATE) != _TERMINATE and not self._engine.finished:
+            warnings.warn(f"unclosed running pool {self!r}", ResourceWarning, source=self, stacklevel=2)
+            self._state = _TERMINATE
+            self._engine.terminate()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} state={self._state} processes={self._processes}>"
+
+    # -- introspection --
+
+    @property
+    def processes(self) -> int:
+        return self._processes
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the workers alive right now (for tests and diagnostics)."""
+        return self._engine.pids()
+
+    @property
+    def supervisor_pid(self) -> int:
+        return self._engine.supervisor_pid

@@ -1,0 +1,431 @@
+"""Result objects handed to the user, which are also the jobs the dispatcher reports to.
+
+Threads: ``deliver``/``fail``/``drop`` run on the dispatcher thread (or, for items that
+cannot even be pickled, on the calling thread); everything else runs on the user's threads.
+Each object guards its state with its own lock; user callbacks and cleanups are never run
+while that lock is held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, InvalidStateError
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._tasks import FuncRef, Task, make_tasks
+from ._wire import Mode
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher
+
+T = TypeVar("T")
+log = logging.getLogger("robustpool")
+
+Cleanup = Callable[[Any], object]
+
+
+def _run_callback(fn: Callable[[Any], object], arg: Any, what: str) -> None:
+    try:
+        fn(arg)
+    except BaseException:
+        # A callback runs on the dispatcher thread; letting it raise would stop results for
+        # everyone. It is logged with its traceback instead.
+        log.exception("robustpool: the %s raised; other results are unaffected", what)
+
+
+def _timeout_error() -> multiprocessing.TimeoutError:
+    return multiprocessing.TimeoutError()
+
+
+class AsyncResult(Generic[T]):
+    """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
+
+    def __init__(
+        self,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        self._event = threading.Event()
+        self._ok = False
+        self._value: Any = None
+        self._callback = callback
+        self._error_callback = error_callback
+
+    # -- job side --
+    @property
+    def cancelled(self) -> bool:
+        return False
+
+    def deliver(self, index: int, values: Sequence[Any]) -> None:
+        self._set(True, values[0])
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        self._set(False, exc)
+
+    def drop(self, index: int, count: int) -> None:
+        """Never cancelled, so never dropped."""
+
+    def _set(self, ok: bool, value: Any) -> None:
+        if self._event.is_set():
+            return
+        self._ok, self._value = ok, value
+        if ok and self._callback is not None:
+            _run_callback(self._callback, value, "callback")
+        elif not ok and self._error_callback is not None:
+            _run_callback(self._error_callback, value, "error_callback")
+        self._event.set()
+
+    # -- user side --
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._ok
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> T:
+        if not self._event.wait(timeout):
+            raise _timeout_error()
+        if self._ok:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+
+ApplyResult = AsyncResult
+
+
+class MapResult(AsyncResult[list[T]]):
+    """The result of ``map_async``/``starmap_async``: a list once every item is done.
+
+    As in the standard library it waits for every item even after a failure and then
+    raises the first error that arrived; with ``cleanup``, every successful value is passed
+    to it before the error is raised, since the caller will never see them.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        callback: Callable[[list[T]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        cleanup: Cleanup | None = None,
+    ) -> None:
+        super().__init__(callback, error_callback)
+        self._lock = threading.Lock()
+        self._values: list[Any] = [None] * length
+        self._remaining = length
+        self._failed: set[int] = set()
+        self._error: BaseException | None = None
+        self._cleanup = cleanup
+        if length == 0:
+            self._set(True, [])
+
+    def deliver(self, index: int, values: Sequence[Any]) -> None:
+        with self._lock:
+            self._values[index : index + len(values)] = values
+            self._remaining -= len(values)
+            done = self._remaining == 0
+        if done:
+            self._finish()
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        with self._lock:
+            if index in self._failed:
+                return
+            self._failed.add(index)
+            if self._error is None:
+                self._error = exc
+            self._remaining -= 1
+            done = self._remaining == 0
+        if done:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._error is None:
+            self._set(True, self._values)
+            return
+        if self._cleanup is not None:
+            errors = run_cleanups(self._cleanup, (v for i, v in enumerate(self._values) if i not in self._failed))
+            if errors:
+                self._error.add_note(f"robustpool: {len(errors)} cleanup call(s) also failed; see the log")
+        self._values = []
+        self._set(False, self._error)
+
+
+def run_cleanups(cleanup: Cleanup, values: Iterable[Any]) -> list[Exception]:
+    """Call ``cleanup`` on every value; a failure never stops the others. Errors are logged
+    and returned."""
+    errors: list[Exception] = []
+    for value in values:
+        try:
+            cleanup(value)
+        except Exception as exc:
+            log.error("robustpool: cleanup(%.80r) raised", value, exc_info=exc)
+            errors.append(exc)
+    return errors
+
+
+class FutureJob:
+    """Adapts a ``concurrent.futures.Future`` to the job interface (for ``submit``)."""
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+        self._started = False
+
+    @property
+    def cancelled(self) -> bool:
+        # Asked exactly when a task is about to be sent to a worker: that is the moment
+        # the future starts running, after which it can no longer be cancelled.
+        if self._started:
+            return False
+        self._started = True
+        return not self.future.set_running_or_notify_cancel()
+
+    def deliver(self, index: int, values: Sequence[Any]) -> None:
+        with contextlib.suppress(InvalidStateError):
+            self.future.set_result(values[0])
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        try:
+            if not self._started:
+                self._started = True
+                self.future.set_running_or_notify_cancel()
+            self.future.set_exception(exc)
+        except (InvalidStateError, RuntimeError):
+            pass
+
+    def drop(self, index: int, count: int) -> None:
+        """The future was cancelled before it ran; nothing more to do."""
+
+
+class IMapIterator(Generic[T]):
+    """The iterator returned by ``imap``/``imap_unordered``.
+
+    Input is read lazily, in the consumer's thread, keeping at most ``buffersize`` chunks
+    ahead of the consumer. An item's error is raised at that item's position (``imap``) or
+    when it arrives (``imap_unordered``) and iteration can continue afterwards.
+
+    Closing (``close()``, leaving ``with``, garbage collection, terminating the pool) keeps
+    the cleanup promise: every computed result the consumer never received is passed to
+    ``cleanup`` exactly once, in the owner; tasks not yet started are cancelled.
+    """
+
+    def __init__(
+        self,
+        engine: Dispatcher,
+        func: FuncRef,
+        mode: Mode,
+        iterable: Iterable[Any],
+        chunksize: int,
+        buffersize: int,
+        ordered: bool,
+        cleanup: Cleanup | None,
+        close_timeout: float,
+        task_timeout: float = 0.0,
+    ) -> None:
+        self._engine = engine
+        self._task_timeout = task_timeout
+        self._func = func
+        self._mode = mode
+        self._input: Iterator[Any] | None = iter(iterable)
+        self._chunksize = chunksize
+        self._ahead = buffersize * chunksize
+        self._ordered = ordered
+        self._cleanup = cleanup
+        self._close_timeout = close_timeout
+        self._cond = threading.Condition(threading.Lock())
+        self._feed_lock = threading.Lock()
+        self._by_index: dict[int, tuple[bool, Any]] = {}
+        self._arrived: deque[tuple[bool, Any]] = deque()
+        self._yielded = 0
+        self._fed = 0  # items submitted (plus the input error's slot)
+        self._accounted = 0  # items whose outcome arrived or that were dropped
+        self._length: int | None = None
+        self._closed = False
+        self._late: list[Any] = []  # results that arrived after close(), awaiting cleanup
+        engine.feeder_opened()
+        self._feed()
+
+    # -- feeding (user threads) --
+
+    def _feed(self, everything: bool = False) -> None:
+        if self._input is None:
+            return
+        with self._feed_lock:
+            tasks: list[Task] = []
+            try:
+                self._feed_locked(tasks, everything)
+            finally:
+                if tasks:
+                    self._engine.submit(tasks)
+
+    def _feed_locked(self, tasks: list[Task], everything: bool) -> None:
+        while self._input is not None and not self._closed:
+            if not everything and self._fed - self._yielded >= self._ahead:
+                return
+            chunk: list[Any] = []
+            error: BaseException | None = None
+            try:
+                for _ in range(self._chunksize):
+                    chunk.append(next(self._input))
+            except StopIteration:
+                self._input = None
+            except Exception as exc:
+                self._input, error = None, exc
+            start = self._fed
+            if chunk:
+                with self._cond:
+                    self._fed += len(chunk)
+                tasks.extend(make_tasks(self, self._func, self._mode, start, chunk, self._task_timeout))
+            if error is not None:
+                with self._cond:
+                    self._fed += 1
+                    self._accounted += 1
+                    self._store(self._fed - 1, False, error)
+            if self._input is None:
+                with self._cond:
+                    self._length = self._fed
+                    self._cond.notify_all()
+                self._engine.feeder_closed()
+
+    def _store(self, index: int, ok: bool, value: Any) -> None:
+        if self._ordered:
+            self._by_index[index] = (ok, value)
+        else:
+            self._arrived.append((ok, value))
+
+    # -- job side (dispatcher thread) --
+
+    @property
+    def cancelled(self) -> bool:
+        return self._closed
+
+    def deliver(self, index: int, values: Sequence[Any]) -> None:
+        with self._cond:
+            self._accounted += len(values)
+            if self._closed:
+                self._late.extend(values)
+            else:
+                for k, v in enumerate(values):
+                    self._store(index + k, True, v)
+            self._cond.notify_all()
+        if self._closed:
+            self._clean_late()
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        with self._cond:
+            self._accounted += 1
+            if not self._closed:
+                self._store(index, False, exc)
+            self._cond.notify_all()
+
+    def drop(self, index: int, count: int) -> None:
+        with self._cond:
+            self._accounted += count
+            self._cond.notify_all()
+
+    def _clean_late(self) -> None:
+        # Results arriving after close are cleaned by whoever holds them first: close()
+        # while it waits for them, else the dispatcher thread as they arrive.
+        with self._cond:
+            late, self._late = self._late, []
+        if late and self._cleanup is not None:
+            run_cleanups(self._cleanup, late)
+
+    # -- user side --
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        return self.next()
+
+    def next(self, timeout: float | None = None) -> T:
+        self._feed()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                got = self._take()
+                if got is not None:
+                    break
+                if self._closed or (self._length is not None and self._yielded >= self._length):
+                    raise StopIteration
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise _timeout_error()
+                self._cond.wait(remaining)
+        ok, value = got
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    __next__.__doc__ = "Return the next result, raising an item's exception at its position."
+
+    def _take(self) -> tuple[bool, Any] | None:
+        got = self._by_index.pop(self._yielded, None) if self._ordered else self._arrived.popleft() if self._arrived else None
+        if got is not None:
+            self._yielded += 1
+        return got
+
+    def __enter__(self) -> IMapIterator[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop: cancel unstarted tasks, and clean every computed result never handed out.
+
+        Waits up to ``close_timeout`` seconds for tasks already running; results arriving
+        later are cleaned on arrival by the pool. Raises an ExceptionGroup if cleanups
+        failed (after running all of them).
+        """
+        errors = self._close()
+        deadline = time.monotonic() + self._close_timeout
+        with self._cond:
+            while self._accounted < self._fed and not self._engine.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self._late:
+                    late, self._late = self._late, []
+                    self._cond.release()
+                    try:
+                        errors += run_cleanups(self._cleanup, late) if self._cleanup else []
+                    finally:
+                        self._cond.acquire()
+                    continue
+                self._cond.wait(min(remaining, 0.05))
+        self._clean_late()
+        if errors:
+            raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
+
+    def _close(self) -> list[Exception]:
+        with self._cond:
+            if self._closed:
+                return []
+            self._closed = True
+            buffered = [v for ok, v in self._by_index.values() if ok]
+            buffered += [v for ok, v in self._arrived if ok]
+            self._by_index.clear()
+            self._arrived.clear()
+            self._cond.notify_all()
+        if self._input is not None:
+            self._input = None
+            self._engine.feeder_closed()
+        self._engine.cancel(self)
+        return run_cleanups(self._cleanup, buffered) if self._cleanup else []
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(BaseException):
+                self._close()

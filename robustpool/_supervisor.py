@@ -1,0 +1,402 @@
+"""The supervisor process: parent of every worker, reaper, enforcer, and owner-death watch.
+
+One supervisor per pool. It is single-threaded, so it can fork workers safely however many
+threads the owner runs. Data flow::
+
+    owner --SpawnWorker(+fds)/KillWorker/Shutdown--> supervisor --fork--> worker
+    owner <--WorkerStarted/WorkerExited/Goodbye----- supervisor <-SIGCHLD- worker
+
+* It forks each worker with the data socket and progress slot the owner handed over (it
+  never reads the socket: user data does not pass through here), puts it in its own process
+  group so a kill reaches the task's subprocesses too, and closes its copies at once.
+* It learns every death from ``waitpid`` (woken by SIGCHLD through a wakeup pipe) and
+  reports the exact exit status, the reason when it did the killing itself, and the task.
+* When the control socket reaches end-of-file the owner is gone (even after ``kill -9``):
+  it kills every worker's process group, reaps them and exits. Workers carry
+  ``PR_SET_PDEATHSIG`` (Linux) so they die with the supervisor if it is killed.
+* It enforces per-task deadlines published in the workers' progress slots.
+
+It is started either by ``os.fork`` of the owner (fast; only when the owner has a single
+thread) or as a fresh interpreter (safe whenever the owner already runs threads), which gets
+the owner's ``sys.path`` and working directory, like the standard library's spawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import mmap
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ._control import (
+    Channel,
+    Goodbye,
+    KillWorker,
+    Message,
+    Shutdown,
+    SpawnFailed,
+    SpawnWorker,
+    WorkerExited,
+    WorkerStarted,
+)
+from ._wire import SLOT_DEADLINE, SLOT_PHASE, SLOT_TASK, Phase, map_slot
+
+_TICK = 0.05  # how often deadlines are checked while any worker has one
+_REAP_GRACE = 5.0  # bound on waiting for SIGKILLed workers to be reaped on the way out
+_TERM_GRACE = 1.0  # SIGTERM -> SIGKILL when workers did not quit politely
+
+
+# --- starting a supervisor (runs in the owner) ------------------------------------------
+
+
+@dataclass
+class SupervisorProcess:
+    """The owner's handle on its supervisor."""
+
+    pid: int
+    channel: Channel
+    method: str
+    popen: subprocess.Popen[bytes] | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the supervisor has exited and been reaped, else None."""
+        if self.popen is not None:
+            return self.popen.poll()
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return -1
+        return os.waitstatus_to_exitcode(status) if pid else None
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return code
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def owner_is_single_threaded() -> bool:
+    """True when forking the owner is safe: no other thread, Python's or native."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        import threading
+
+        return threading.active_count() == 1
+
+
+def start(method: str) -> SupervisorProcess:
+    owner_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        proc = _start_forked(owner_end, sup_end) if method == "fork" else _start_fresh(owner_end, sup_end)
+    finally:
+        sup_end.close()
+    return proc
+
+
+def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
+    fd = sup_end.fileno()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked supervisor
+        code = 70
+        try:
+            # Objects inherited from the owner must never be finalized here: a stale socket
+            # object closing "its" fd number would close one of ours.
+            gc.freeze()
+            os.closerange(3, fd)
+            os.closerange(fd + 1, _max_fd())
+            code = serve(fd)
+        finally:
+            os._exit(code)
+    return SupervisorProcess(pid, Channel(owner_end), "fork")
+
+
+def _max_fd() -> int:
+    try:
+        return max(256, min(os.sysconf("SC_OPEN_MAX"), 1 << 20))
+    except (ValueError, OSError):
+        return 4096
+
+
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
+    "from robustpool._supervisor import main; sys.exit(main(int(sys.argv[1])))"
+)
+
+
+def _start_fresh(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
+    fd = sup_end.fileno()
+    args = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOT, str(fd), json.dumps(sys.path)]  # type: ignore[attr-defined]
+    popen = subprocess.Popen(args, pass_fds=[fd], cwd=os.getcwd(), stdin=subprocess.DEVNULL)
+    return SupervisorProcess(popen.pid, Channel(owner_end), "spawn", popen)
+
+
+def main(fd: int) -> int:
+    """Entry point of a supervisor started as a fresh interpreter."""
+    # Import what workers need once, here, so every fork starts warm.
+    import cloudpickle  # noqa: F401
+    import tblib.pickling_support  # noqa: F401
+
+    from . import _worker  # noqa: F401
+
+    return serve(fd)
+
+
+# --- the supervisor loop (runs in the supervisor) ---------------------------------------
+
+
+def _pdeathsig() -> None:
+    """Ask Linux to SIGKILL this process when its parent (the supervisor) dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+@dataclass
+class _Child:
+    key: int
+    pid: int
+    slot: mmap.mmap
+    view: memoryview
+    reason: str | None = None
+    task_id: int | None = None
+    killed_at: float = 0.0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class _Supervisor:
+    def __init__(self, fd: int) -> None:
+        self.channel = Channel(socket.socket(fileno=fd))
+        self.owner_alive = True
+        self.children: dict[int, _Child] = {}
+        self.stopping = False
+        self.polite = False
+        self.stop_deadline = 0.0
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, _ignore)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the owner decides what Ctrl-C means
+        self.selector.register(self.channel.sock, selectors.EVENT_READ, "control")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.begin_stop(grace=1.0)
+
+    # -- main loop --
+
+    def run(self) -> int:
+        while True:
+            for key, _ in self.selector.select(self._timeout()):
+                if key.data == "control":
+                    self._read_control()
+                else:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self.wake_r, 4096):
+                            pass
+            self.reap()
+            self.enforce_deadlines()
+            if self.stopping:
+                if not self.children:
+                    if self.owner_alive:
+                        with contextlib.suppress(OSError):
+                            self.channel.send(Goodbye())
+                    return 0
+                if time.monotonic() >= self.stop_deadline:
+                    if self.polite:
+                        # They did not quit when asked: now the usual escalation.
+                        self.polite = False
+                        self.stop_deadline = time.monotonic() + _TERM_GRACE
+                        self._kill_all(signal.SIGTERM)
+                        continue
+                    self._kill_all(signal.SIGKILL)
+                    if time.monotonic() >= self.stop_deadline + _REAP_GRACE:
+                        return 1
+
+    def _timeout(self) -> float | None:
+        if self.stopping:
+            return 0.01
+        if any(c.view[SLOT_DEADLINE] for c in self.children.values()):
+            return _TICK
+        return None
+
+    def _read_control(self) -> None:
+        try:
+            alive = self.channel.receive()
+        except OSError:
+            alive = False
+        if not alive:
+            # The owner is gone (exited, crashed or was SIGKILLed): nobody will ever want
+            # these workers' results, so stop them now rather than gracefully.
+            self.owner_alive = False
+            self.begin_stop(grace=0.0)
+            return
+        for msg, fds in self.channel.messages():
+            self.handle(msg, fds)
+
+    def handle(self, msg: Message, fds: list[int]) -> None:
+        if isinstance(msg, SpawnWorker):
+            self.spawn(msg.key, fds)
+        elif isinstance(msg, KillWorker):
+            self.kill(msg.key, msg.sig, msg.reason)
+        elif isinstance(msg, Shutdown):
+            self.begin_stop(msg.grace, polite=msg.polite)
+
+    def send(self, msg: Message) -> None:
+        if self.owner_alive:
+            try:
+                self.channel.send(msg)
+            except OSError:
+                self.owner_alive = False
+                self.begin_stop(grace=0.0)
+
+    # -- workers --
+
+    def spawn(self, key: int, fds: list[int]) -> None:
+        if len(fds) != 2 or self.stopping:
+            for fd in fds:
+                os.close(fd)
+            self.send(SpawnFailed(key, "supervisor is stopping" if self.stopping else "missing descriptors"))
+            return
+        data_fd, slot_fd = fds
+        slot, view = map_slot(slot_fd)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(data_fd)
+            os.close(slot_fd)
+            self.send(SpawnFailed(key, f"fork failed: {exc}"))
+            return
+        if pid == 0:  # pragma: no cover - runs in the new worker
+            self._become_worker(data_fd, slot_fd)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
+        os.close(data_fd)
+        os.close(slot_fd)
+        self.children[pid] = _Child(key, pid, slot, view)
+        self.send(WorkerStarted(key, pid))
+
+    def _become_worker(self, data_fd: int, slot_fd: int) -> None:
+        code = 70
+        try:
+            gc.freeze()
+            parent = os.getppid()
+            with contextlib.suppress(OSError):
+                os.setpgid(0, 0)
+            _pdeathsig()
+            if os.getppid() != parent:
+                os._exit(1)  # the supervisor died before PDEATHSIG was armed
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self.selector.close()
+            self.channel.sock.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            for child in self.children.values():
+                child.view.release()
+                child.slot.close()
+            from ._worker import serve as serve_worker
+
+            code = serve_worker(data_fd, slot_fd)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+    def kill(self, key: int, sig: int, reason: str | None) -> None:
+        for child in self.children.values():
+            if child.key == key:
+                if reason and child.reason is None:
+                    child.reason = reason
+                _kill_group(child.pid, sig)
+
+    def enforce_deadlines(self) -> None:
+        now = time.monotonic_ns()
+        for child in self.children.values():
+            deadline = child.view[SLOT_DEADLINE]
+            if not deadline or now < deadline or child.reason is not None:
+                continue
+            if child.view[SLOT_PHASE] in (Phase.IDLE, Phase.INIT):
+                continue
+            task_id = child.view[SLOT_TASK]
+            if child.view[SLOT_DEADLINE] != deadline:
+                continue  # the worker moved on to another task while we looked
+            child.reason = "timeout"
+            child.task_id = task_id
+            _kill_group(child.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            # Subprocesses the task started are in the worker's group: they go with it.
+            _kill_group(pid, signal.SIGKILL)
+            code = os.waitstatus_to_exitcode(status)
+            self.send(WorkerExited(child.key, pid, code, child.reason, child.task_id))
+            child.view.release()
+            child.slot.close()
+
+    def begin_stop(self, grace: float, polite: bool = False) -> None:
+        deadline = time.monotonic() + max(0.0, grace)
+        if self.stopping and deadline >= self.stop_deadline:
+            return
+        first = not self.stopping
+        self.stopping = True
+        self.polite = polite and first
+        self.stop_deadline = deadline
+        if not self.polite:
+            self._kill_all(signal.SIGTERM if grace > 0 and first else signal.SIGKILL)
+
+    def _kill_all(self, sig: int) -> None:
+        for child in self.children.values():
+            _kill_group(child.pid, sig)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """SIGCHLD needs a handler (not SIG_IGN) so children stay reapable; the wakeup fd wakes us."""
+
+
+def serve(fd: int) -> int:
+    """Run the supervisor loop on the control socket ``fd``; returns the exit code."""
+    os.set_inheritable(fd, False)
+    return _Supervisor(fd).run()

@@ -1,0 +1,181 @@
+"""Tasks and the jobs they belong to: pure task-state logic, testable without processes.
+
+A *job* is one user call (``apply_async``, ``map``, ``imap``, ``submit``...) and owns the
+results of its items. A *task* is what travels to a worker: one or more consecutive items of
+a job (a chunk), already pickled, plus what is needed to describe each item in an error and
+to split the chunk if a worker dies inside it.
+
+Tasks are built (and pickled) in the thread that makes the call, so a pickling error is
+reported on that call's items and the dispatcher thread never runs user ``__reduce__`` code
+on its hot path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import reprlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import _serialize as ser
+from ._errors import TaskSerializationError
+from ._wire import Mode
+
+_task_ids = itertools.count(1)
+_func_ids = itertools.count(1)
+
+_repr = reprlib.Repr()
+_repr.maxstring = 40
+_repr.maxother = 40
+_repr.maxlevel = 2
+
+PHASE_PICKLE_TASK = "pickling the task in the owner"
+
+
+class Job(Protocol):
+    """What the dispatcher needs from a job. Called on the dispatcher thread only."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True when tasks not yet started must be dropped (they will never be wanted)."""
+        ...
+
+    def deliver(self, index: int, values: Sequence[Any]) -> None:
+        """Consecutive items starting at ``index`` succeeded with ``values``."""
+        ...
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        """Item ``index`` failed with ``exc``."""
+        ...
+
+    def drop(self, index: int, count: int) -> None:
+        """Items ``index .. index+count-1`` will never run (the job was cancelled)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FuncRef:
+    """A pickled callable, shared by every task of one call."""
+
+    func_id: int
+    blob: bytes
+    name: str
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        inner = getattr(fn, "func", None)  # functools.partial
+        return f"partial({function_name(inner)})" if callable(inner) else type(fn).__name__
+    return str(name)
+
+
+def pickle_function(fn: Callable[..., Any]) -> FuncRef:
+    """Pickle ``fn`` once for a whole call; raises TaskSerializationError if impossible."""
+    name = function_name(fn)
+    try:
+        blob = ser.dumps(fn)
+    except Exception as exc:
+        err = TaskSerializationError(PHASE_PICKLE_TASK, f"cannot pickle the function {name}: {exc}")
+        raise err from exc
+    return FuncRef(next(_func_ids), blob, name)
+
+
+def describe(name: str, mode: Mode, item: Any) -> str:
+    """A short human description of one item, e.g. ``kill_self(5)``."""
+    try:
+        if mode == Mode.MAP:
+            inner = _repr.repr(item)
+        elif mode == Mode.STAR:
+            inner = ", ".join(_repr.repr(a) for a in item)
+        else:
+            args, kwds = item
+            parts = [_repr.repr(a) for a in args]
+            parts += [f"{k}={_repr.repr(v)}" for k, v in kwds.items()]
+            inner = ", ".join(parts)
+    except Exception:
+        inner = "..."
+    return f"{name}({inner})"
+
+
+@dataclass(eq=False, slots=True)
+class Task:
+    """Consecutive items ``start .. start+count-1`` of ``job``, pickled for one worker."""
+
+    job: Job
+    func: FuncRef
+    mode: Mode
+    start: int
+    items: list[Any]
+    payload: bytes
+    timeout: float = 0.0
+    indexed: bool = True  # False for apply/submit: their errors name no position
+    task_id: int = field(default_factory=lambda: next(_task_ids))
+    attempts: list[tuple[int, int | None]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    def describe(self, k: int) -> str:
+        return describe(self.func.name, self.mode, self.items[k])
+
+    def index(self, k: int) -> int | None:
+        return self.start + k if self.indexed else None
+
+    def split(self, keep: Sequence[int]) -> list[Task]:
+        """New single-item tasks for the items ``keep`` (indices within this task)."""
+        out: list[Task] = []
+        for k in keep:
+            for t in make_tasks(self.job, self.func, self.mode, self.start + k, [self.items[k]], self.timeout, self.indexed):
+                t.attempts = list(self.attempts)
+                out.append(t)
+        return out
+
+    def sub(self, begin: int, end: int) -> list[Task]:
+        """New tasks for items ``begin .. end-1`` (indices within this task), as one chunk."""
+        if begin >= end:
+            return []
+        items = self.items[begin:end]
+        return make_tasks(self.job, self.func, self.mode, self.start + begin, items, self.timeout, self.indexed)
+
+
+def make_tasks(
+    job: Job,
+    func: FuncRef,
+    mode: Mode,
+    start: int,
+    items: list[Any],
+    timeout: float = 0.0,
+    indexed: bool = True,
+) -> list[Task]:
+    """Pickle ``items`` into one task; items that cannot be pickled fail on the job at once.
+
+    Normally returns one task. When some items cannot be pickled, those fail with
+    TaskSerializationError and the others are returned as one task per run of good items.
+    """
+    try:
+        return [Task(job, func, mode, start, items, ser.dumps(items), timeout, indexed)]
+    except Exception:
+        pass
+    tasks: list[Task] = []
+    run: list[Any] = []
+    run_start = start
+    for k, item in enumerate(items):
+        try:
+            ser.dumps(item)
+        except Exception as exc:
+            desc = describe(func.name, mode, item)
+            err = TaskSerializationError(PHASE_PICKLE_TASK, f"{type(exc).__name__}: {exc}", start + k if indexed else None, desc)
+            err.__cause__ = exc
+            if run:
+                tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed))
+                run = []
+            job.fail(start + k, err)
+            run_start = start + k + 1
+        else:
+            run.append(item)
+    if run:
+        tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed))
+    return tasks

@@ -1,0 +1,174 @@
+"""The data plane's wire format: frames on each worker's pipe, and the worker's progress slot.
+
+Each worker has one duplex stream socket to the owner. Both directions carry frames::
+
+    [u32 payload length][u8 kind][payload]
+
+    owner -> worker   INIT   pickled (initializer, initargs), or empty     (always first)
+                      FUNC   [i64 func_id] pickled callable                 (once per worker)
+                      TASK   [i64 task_id][i64 func_id][u8 mode][f64 timeout] pickled items
+                      QUIT   empty: finish and exit 0
+    worker -> owner   READY       [i64 pid]
+                      INIT_FAILED encoded exception
+                      RESULT      [i64 task_id][u8 status][f64 seconds spent] payload
+
+A RESULT's payload depends on its status: OK, a pickled list of the items' values; MIXED, a
+pickled list of ``(ok, value or encoded exception)``; LOAD_FAILED, one encoded exception
+that fails every item of the task.
+
+The progress slot is a small shared-memory page per worker (an mmap of a memfd), written by
+the worker and read by the owner and the supervisor. It replaces acknowledgement frames:
+before touching a task the worker stores the task id and phase there, so when the worker
+dies the owner reads exactly which task, which item and which phase it was in -- without a
+syscall per task on the hot path. The supervisor reads the same slot to enforce timeouts.
+Field writes are ordered so that a reader that sees a non-idle phase also sees that task's
+id, start and deadline (the phase is stored last, and reset to idle first).
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import socket
+import struct
+import tempfile
+from collections.abc import Iterator
+
+HEADER = struct.Struct("<IB")
+FUNC_HEAD = struct.Struct("<q")
+TASK_HEAD = struct.Struct("<qqBd")
+RESULT_HEAD = struct.Struct("<qBd")
+PID = struct.Struct("<q")
+MAX_FRAME = 2**32 - 1
+
+
+class Kind(enum.IntEnum):
+    INIT = 1
+    FUNC = 2
+    TASK = 3
+    QUIT = 4
+    READY = 11
+    INIT_FAILED = 12
+    RESULT = 13
+
+
+class Mode(enum.IntEnum):
+    """How a task's items are applied to its function."""
+
+    APPLY = 0  # items are (args, kwds) pairs: f(*args, **kwds)
+    MAP = 1  # items are single arguments: f(x)
+    STAR = 2  # items are argument tuples: f(*x)
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    MIXED = 1
+    LOAD_FAILED = 2
+
+
+class Phase(enum.IntEnum):
+    """What a worker is doing, as published in its progress slot."""
+
+    IDLE = 0
+    INIT = 1
+    LOADING = 2
+    RUNNING = 3
+    DUMPING = 4
+
+
+PHASE_WORDS = {
+    Phase.IDLE: "idle",
+    Phase.INIT: "running the initializer before",
+    Phase.LOADING: "unpickling",
+    Phase.RUNNING: "running",
+    Phase.DUMPING: "pickling the result of",
+}
+
+
+def frame(kind: Kind, payload: bytes = b"", head: bytes = b"") -> bytes:
+    size = len(head) + len(payload)
+    if size > MAX_FRAME:
+        raise OverflowError(f"a frame of {size} bytes exceeds the 4 GiB limit")
+    return HEADER.pack(size, kind) + head + payload
+
+
+class FrameReader:
+    """Accumulates bytes from a stream socket and splits them into frames."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def fill(self, sock: socket.socket, size: int = 1 << 18) -> bool:
+        """Read once from ``sock``; False on end of stream. May raise BlockingIOError."""
+        need = self._missing()
+        data = sock.recv(max(size, need))
+        if not data:
+            return False
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+        return True
+
+    def _missing(self) -> int:
+        have = len(self._buf) - self._pos
+        if have < HEADER.size:
+            return 0
+        size: int = HEADER.unpack_from(self._buf, self._pos)[0]
+        return max(0, HEADER.size + size - have)
+
+    def next(self) -> tuple[int, bytes] | None:
+        """The next complete frame as (kind, payload), or None when more bytes are needed."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEADER.size:
+            return None
+        size, kind = HEADER.unpack_from(buf, pos)
+        end = pos + HEADER.size + size
+        if end > len(buf):
+            return None
+        payload = bytes(buf[pos + HEADER.size : end])
+        self._pos = end
+        return kind, payload
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        while (item := self.next()) is not None:
+            yield item
+
+    @property
+    def partial(self) -> bool:
+        """True when a frame has begun arriving but is not complete."""
+        return len(self._buf) > self._pos
+
+
+# --- progress slot -----------------------------------------------------------------------
+
+SLOT_SIZE = 64
+SLOT_TASK, SLOT_PHASE, SLOT_ITEM, SLOT_STARTED, SLOT_DEADLINE = range(5)
+
+
+def new_slot_fd() -> int:
+    """A file descriptor for one worker's progress slot, zero-filled."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("robustpool-slot", os.MFD_CLOEXEC)
+    else:  # macOS: an unlinked temporary file serves the same purpose
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+        os.set_inheritable(fd, False)
+    os.ftruncate(fd, SLOT_SIZE)
+    return fd
+
+
+def map_slot(fd: int) -> tuple[mmap.mmap, memoryview]:
+    mm = mmap.mmap(fd, SLOT_SIZE)
+    return mm, memoryview(mm).cast("q")
+
+
+def read_slot(view: memoryview) -> tuple[int, Phase, int, int, int]:
+    """(task id, phase, item, started ns, deadline ns) as the worker last published them."""
+    phase = Phase(view[SLOT_PHASE])
+    task, item, started, deadline = (int(view[i]) for i in (SLOT_TASK, SLOT_ITEM, SLOT_STARTED, SLOT_DEADLINE))
+    return task, phase, item, started, deadline
