@@ -6,6 +6,7 @@ that are already on their way out; the leftovers are killed so later tests start
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -29,9 +30,15 @@ def no_leaked_processes() -> Iterator[None]:
     while leaked and time.monotonic() < deadline:
         time.sleep(0.02)
         leaked = [p for p in _children() if p.pid not in before]
+    described = [_describe(p) for p in leaked]
     for p in leaked:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.kill()
-        except psutil.Error:
-            pass
-    assert not leaked, f"processes left behind: {[(p.pid, p.name()) for p in leaked]}"
+    assert not leaked, f"processes left behind: {described}"
+
+
+def _describe(p: psutil.Process) -> str:
+    try:
+        return f"{p.pid} {' '.join(p.cmdline())[:120]}"
+    except psutil.Error:
+        return str(p.pid)
