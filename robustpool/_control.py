@@ -43,6 +43,14 @@ class KillWorker:
 
 
 @dataclass(frozen=True, slots=True)
+class Watch:
+    """Check the workers' progress slots every ``interval`` seconds (deadlines), from now
+    on. Sent once, before the first task that has a timeout."""
+
+    interval: float
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """Stop every worker, reap them all, say Goodbye and exit.
 
@@ -87,7 +95,7 @@ class Goodbye:
     """The supervisor has reaped every worker and is about to exit."""
 
 
-Message = SpawnWorker | KillWorker | Shutdown | WorkerStarted | WorkerExited | SpawnFailed | Goodbye
+Message = SpawnWorker | KillWorker | Watch | Shutdown | WorkerStarted | WorkerExited | SpawnFailed | Goodbye
 
 
 class Channel:

@@ -39,7 +39,7 @@ from typing import Any
 
 from . import _serialize as ser
 from . import _supervisor
-from ._control import Goodbye, KillWorker, Shutdown, SpawnFailed, SpawnWorker, WorkerExited, WorkerStarted
+from ._control import Goodbye, KillWorker, Shutdown, SpawnFailed, SpawnWorker, Watch, WorkerExited, WorkerStarted
 from ._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -73,6 +73,7 @@ log = logging.getLogger("robustpool")
 _FUNC_CACHE = 128  # mirrors the worker's cache of unpickled functions (see _worker)
 _MAX_DEPTH = 64  # most tasks queued on one worker
 _TARGET_QUEUE_S = 0.002  # keep about this much work queued per worker, for tiny tasks
+_WATCH_INTERVAL = 0.02  # how often the supervisor checks deadlines, once any task has one
 _INIT_FAILURES = 3  # consecutive initializer failures that break the pool
 _TERM_GRACE = 1.0  # SIGTERM -> SIGKILL grace on terminate
 _QUIT_GRACE = 2.0  # how long idle workers get to quit by themselves on close
@@ -136,6 +137,7 @@ class Dispatcher:
         self._feeders = 0
         self._feeders_lock = threading.Lock()
         self._ewma: float | None = None
+        self._watching = False
         self._supervisor = self._start_supervisor()
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self._thread = threading.Thread(target=self._run, name="robustpool-dispatcher", daemon=True)
@@ -324,6 +326,8 @@ class Dispatcher:
             w.funcs[fid] = None
             if len(w.funcs) > _FUNC_CACHE:
                 del w.funcs[next(iter(w.funcs))]
+        if t.timeout and not self._watching:
+            self._watch()
         head = TASK_HEAD.pack(t.task_id, fid, t.mode, t.timeout)
         # Header and payload go out as separate buffers (sendmsg gathers them): a large
         # payload is never copied in the owner.
@@ -338,6 +342,11 @@ class Dispatcher:
             w.accepting = False
             if not self._closing_done():
                 self._spawn()
+
+    def _watch(self) -> None:
+        self._watching = True
+        with contextlib.suppress(OSError):
+            self._supervisor.channel.send(Watch(_WATCH_INTERVAL))
 
     def _queue_frame(self, w: _Worker, data: bytes, write: bool = True) -> None:
         w.out.append(memoryview(data))
@@ -592,6 +601,8 @@ class Dispatcher:
         for w in list(self._workers.values()):
             self._on_exit(WorkerExited(w.key, w.pid or 0, -signal.SIGKILL, "its supervisor died"))
         self._supervisor = self._start_supervisor()
+        if self._watching:
+            self._watch()
         while sum(1 for w in self._workers.values() if w.accepting) < self.settings.processes:
             self._spawn()
 

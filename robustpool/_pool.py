@@ -119,7 +119,7 @@ class RobustPool:
         self._task_timeout = _check_timeout("task_timeout", task_timeout)
         self._close_timeout = _check_timeout("close_timeout", close_timeout)
         self._processes = nproc
-        self._buffersize = buffersize or max(8, 16 * nproc)
+        self._buffersize = buffersize or max(64, 32 * nproc)
         init_blob = b""
         if initializer is not None:
             try:

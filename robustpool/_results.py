@@ -258,7 +258,9 @@ class IMapIterator(Generic[T]):
     # -- feeding (user threads) --
 
     def _feed(self, everything: bool = False) -> None:
-        if self._input is None:
+        # Refill only once half the window is free: tasks then go out in batches (one
+        # wakeup and one write per batch) instead of one syscall pair per consumed item.
+        if self._input is None or (not everything and self._fed - self._yielded > self._ahead // 2):
             return
         with self._feed_lock:
             tasks: list[Task] = []

@@ -44,12 +44,12 @@ from ._control import (
     Shutdown,
     SpawnFailed,
     SpawnWorker,
+    Watch,
     WorkerExited,
     WorkerStarted,
 )
 from ._wire import SLOT_DEADLINE, SLOT_PHASE, SLOT_TASK, Phase, map_slot
 
-_TICK = 0.05  # how often deadlines are checked while any worker has one
 _REAP_GRACE = 5.0  # bound on waiting for SIGKILLed workers to be reaped on the way out
 _TERM_GRACE = 1.0  # SIGTERM -> SIGKILL when workers did not quit politely
 
@@ -66,15 +66,22 @@ class SupervisorProcess:
     method: str
     popen: subprocess.Popen[bytes] | None = None
 
+    exitcode: int | None = None
+
     def poll(self) -> int | None:
         """The exit code once the supervisor has exited and been reaped, else None."""
+        if self.exitcode is not None:
+            return self.exitcode
         if self.popen is not None:
-            return self.popen.poll()
+            self.exitcode = self.popen.poll()
+            return self.exitcode
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            return -1
-        return os.waitstatus_to_exitcode(status) if pid else None
+            return None  # not ours to reap (or reaped elsewhere): status unknown
+        if pid:
+            self.exitcode = os.waitstatus_to_exitcode(status)
+        return self.exitcode
 
     def wait(self, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
@@ -197,6 +204,7 @@ class _Supervisor:
         self.children: dict[int, _Child] = {}
         self.stopping = False
         self.polite = False
+        self.watch: float | None = None
         self.stop_deadline = 0.0
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
@@ -245,9 +253,8 @@ class _Supervisor:
     def _timeout(self) -> float | None:
         if self.stopping:
             return 0.01
-        if any(c.view[SLOT_DEADLINE] for c in self.children.values()):
-            return _TICK
-        return None
+        # Deadlines appear in the slots without any message, so a watched pool ticks.
+        return self.watch if self.children else None
 
     def _read_control(self) -> None:
         try:
@@ -270,6 +277,8 @@ class _Supervisor:
             self.kill(msg.key, msg.sig, msg.reason)
         elif isinstance(msg, Shutdown):
             self.begin_stop(msg.grace, polite=msg.polite)
+        elif isinstance(msg, Watch):
+            self.watch = msg.interval if self.watch is None else min(self.watch, msg.interval)
 
     def send(self, msg: Message) -> None:
         if self.owner_alive:
