@@ -157,7 +157,7 @@ class TaskTimeoutError(RobustPoolError):
         what = f"task #{task_index}" if task_index is not None else "a task"
         if task:
             what += f" {task}"
-        where = f" on worker {pid}" if pid is not None else ""
+        where = f" (pid {pid})" if pid is not None else ""
         super().__init__(
             f"{what} ran for {elapsed:.2f} s, past its task_timeout of {timeout:g} s; its worker{where} was killed and replaced"
         )
