@@ -35,7 +35,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from . import _serialize as ser
 from . import _supervisor
@@ -101,6 +101,10 @@ class _Worker:
     writing: bool = False
 
 
+class Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     processes: int
@@ -138,6 +142,7 @@ class Dispatcher:
         self._feeders_lock = threading.Lock()
         self._ewma: float | None = None
         self._watching = False
+        self._deferred: list[Wakeable] = []
         self._supervisor = self._start_supervisor()
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self._thread = threading.Thread(target=self._run, name="robustpool-dispatcher", daemon=True)
@@ -167,6 +172,19 @@ class Dispatcher:
 
     def cancel(self, job: Job) -> None:
         self.call(lambda: self._drop_pending(job))
+
+    @property
+    def thread_id(self) -> int | None:
+        return self._thread.ident
+
+    def defer_wake(self, job: Wakeable) -> None:
+        """Called on the dispatcher thread: wake ``job``'s consumers at the end of this step."""
+        self._deferred.append(job)
+
+    def _wake_jobs(self) -> None:
+        deferred = self._deferred
+        while deferred:
+            deferred.pop().wake()
 
     def feeder_opened(self) -> None:
         with self._feeders_lock:
@@ -257,6 +275,7 @@ class Dispatcher:
     def _step(self) -> None:
         self._take_inbox()
         self._dispatch()
+        self._wake_jobs()
         if self._maybe_stop():
             return
         self._sleeping = True
@@ -268,6 +287,7 @@ class Dispatcher:
         self._sleeping = False
         for key, mask in events:
             key.data(mask)
+        self._wake_jobs()
 
     def _on_wake(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -289,8 +309,11 @@ class Dispatcher:
     # -- dispatching --
 
     def _depth(self) -> int:
+        """How many tasks to queue on one worker: enough to hide the round trip for tiny
+        tasks (about _TARGET_QUEUE_S of work), only the running one for slow tasks, so a
+        cancelled job never has more than a few milliseconds of work already committed."""
         if self._ewma is None:
-            return 2
+            return 1
         return max(1, min(_MAX_DEPTH, int(_TARGET_QUEUE_S / max(self._ewma, 1e-7))))
 
     def _dispatch(self) -> None:
@@ -660,6 +683,8 @@ class Dispatcher:
             return
         self._terminating = True
         self._closing = True
+        for w in list(self._workers.values()):
+            self._read(w, drain=True)  # complete results already sent still count
         self._fail_everything(PoolTerminatedError())
         self._begin_stop(_TERM_GRACE, polite=False)
 
@@ -695,6 +720,7 @@ class Dispatcher:
                 w.slot_view.release()
                 w.slot_map.close()
         self._fail_everything(self._broken or PoolTerminatedError())
+        self._wake_jobs()
         self._workers.clear()
         with contextlib.suppress(OSError):
             self._supervisor.channel.sock.close()

@@ -348,10 +348,12 @@ class RobustPool:
         if self._state == _TERMINATE and self._engine.finished:
             return
         self._state = _TERMINATE
-        self._engine.terminate()
+        # Iterators close first, so results the dispatcher still reads from the workers'
+        # sockets while terminating go to their cleanup, not into a buffer nobody reads.
         errors: list[Exception] = []
         for it in list(self._iterators):
             errors += it._close()
+        self._engine.terminate()
         self._engine.join()
         if errors:
             raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
@@ -364,8 +366,14 @@ class RobustPool:
         if exc_type is None:
             self.close()
             self.join()
-        else:
+            return
+        try:
             self.terminate()
+        except ExceptionGroup as group:
+            # Your exception is the one to see; cleanup failures (already logged) ride
+            # along as a note rather than replacing it.
+            if exc is not None:
+                exc.add_note(f"robustpool: while terminating, {group}: {group.exceptions!r}")
 
     def __del__(self) -> None:
         if getattr(self, "_state", _TERMINATE) != _TERMINATE and not self._engine.finished:

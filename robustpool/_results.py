@@ -252,6 +252,7 @@ class IMapIterator(Generic[T]):
         self._length: int | None = None
         self._closed = False
         self._late: list[Any] = []  # results that arrived after close(), awaiting cleanup
+        self._dirty = False  # a deferred wake-up is queued on the dispatcher
         engine.feeder_opened()
         self._feed()
 
@@ -319,7 +320,7 @@ class IMapIterator(Generic[T]):
             else:
                 for k, v in enumerate(values):
                     self._store(index + k, True, v)
-            self._cond.notify_all()
+            self._notify()
         if self._closed:
             self._clean_late()
 
@@ -328,11 +329,30 @@ class IMapIterator(Generic[T]):
             self._accounted += 1
             if not self._closed:
                 self._store(index, False, exc)
-            self._cond.notify_all()
+            self._notify()
 
     def drop(self, index: int, count: int) -> None:
         with self._cond:
             self._accounted += count
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake waiting consumers (called with the lock held).
+
+        On the dispatcher thread the wake-up is deferred to the end of its step, so a
+        burst of results costs the consumer one wake-up instead of one per result; from
+        any other thread it happens at once.
+        """
+        if threading.get_ident() == self._engine.thread_id:
+            if not self._dirty:
+                self._dirty = True
+                self._engine.defer_wake(self)
+        else:
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._dirty = False
             self._cond.notify_all()
 
     def _clean_late(self) -> None:
