@@ -21,7 +21,7 @@ import pickle
 import traceback
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 from tblib import pickling_support
@@ -73,8 +73,20 @@ def _reducers_for(exc: BaseException) -> dict[Any, Callable[..., Any]]:
     table: dict[Any, Callable[..., Any]] = dict(copyreg.dispatch_table)
     table[types.TracebackType] = pickling_support.pickle_traceback
     for e in _exception_chain(exc):
-        table[type(e)] = pickling_support.pickle_exception
+        table[type(e)] = _reduce_exception
     return table
+
+
+def _reduce_exception(exc: BaseException) -> tuple[Any, ...]:
+    """tblib's reducer, except for builtin types: those are rebuilt by calling the type
+    with their args, so C-level fields set by their own ``__init__`` survive
+    (``SystemExit.code``, ``OSError.errno``, ``StopIteration.value``)."""
+    if type(exc).__module__ != "builtins":
+        reduced: tuple[Any, ...] = pickling_support.pickle_exception(exc)
+        return reduced
+    func, args, *rest = cast(tuple[Any, ...], exc.__reduce__())
+    chain = (exc.__cause__, exc.__traceback__, exc.__context__, exc.__suppress_context__, getattr(exc, "__notes__", None))
+    return (pickling_support.unpickle_exception, (func, args, *chain), *rest)
 
 
 def _dumps_exception(exc: BaseException) -> bytes:
@@ -90,10 +102,18 @@ def _dumps_exception(exc: BaseException) -> bytes:
     except Exception:
         pass
     buf = io.BytesIO()
-    cpickler = cloudpickle.Pickler(buf, PROTOCOL)
-    cpickler.dispatch_table = {**cloudpickle.Pickler.dispatch_table, **table}
-    cpickler.dump(exc)
+    _CloudExceptionPickler(buf, {**cloudpickle.Pickler.dispatch_table, **table}).dump(exc)
     return buf.getvalue()
+
+
+class _CloudExceptionPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle with a private dispatch table. The C pickler reads ``dispatch_table``
+    only while initialising, and cloudpickle's class attribute would shadow a later
+    assignment, so it is set first."""
+
+    def __init__(self, file: io.BytesIO, table: dict[Any, Callable[..., Any]]) -> None:
+        self.dispatch_table = table
+        super().__init__(file, PROTOCOL)
 
 
 def _safe_str(exc: BaseException) -> str:
