@@ -5,6 +5,7 @@ to the task that was running; closures travel with cloudpickle; worker traceback
 real (tblib); ``imap`` iterators clean up every result the consumer never received.
 """
 
+from ._dispatcher import PoolStats, WorkerStats
 from ._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -22,6 +23,7 @@ __all__ = [
     "IMapIterator",
     "InitializerError",
     "MapResult",
+    "PoolStats",
     "PoolTerminatedError",
     "RemoteTaskError",
     "RobustPool",
@@ -29,6 +31,7 @@ __all__ = [
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
+    "WorkerStats",
 ]
 
 __version__ = "0.1.0"

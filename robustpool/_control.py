@@ -44,10 +44,13 @@ class KillWorker:
 
 @dataclass(frozen=True, slots=True)
 class Watch:
-    """Check the workers' progress slots every ``interval`` seconds (deadlines), from now
-    on. Sent once, before the first task that has a timeout."""
+    """Check the workers every ``interval`` seconds from now on: deadlines in their
+    progress slots and, with ``memory_limit`` (bytes), the RSS of each worker's process
+    tree. Sent at start when the pool has a memory limit, and before the first task that
+    has a timeout."""
 
     interval: float
+    memory_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,21 @@ class WorkerExited:
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryHigh:
+    """A worker's RSS passed the soft memory limit: recycle it after its current task."""
+
+    key: int
+    rss: int
+
+
+@dataclass(frozen=True, slots=True)
+class Samples:
+    """The latest RSS (bytes) of each worker's process tree, sent about twice a second."""
+
+    rss: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SpawnFailed:
     key: int
     error: str
@@ -95,7 +113,9 @@ class Goodbye:
     """The supervisor has reaped every worker and is about to exit."""
 
 
-Message = SpawnWorker | KillWorker | Watch | Shutdown | WorkerStarted | WorkerExited | SpawnFailed | Goodbye
+Message = (
+    SpawnWorker | KillWorker | Watch | Shutdown | WorkerStarted | WorkerExited | MemoryHigh | Samples | SpawnFailed | Goodbye
+)
 
 
 class Channel:

@@ -39,7 +39,18 @@ from typing import Any, Protocol
 
 from . import _serialize as ser
 from . import _supervisor
-from ._control import Goodbye, KillWorker, Shutdown, SpawnFailed, SpawnWorker, Watch, WorkerExited, WorkerStarted
+from ._control import (
+    Goodbye,
+    KillWorker,
+    MemoryHigh,
+    Samples,
+    Shutdown,
+    SpawnFailed,
+    SpawnWorker,
+    Watch,
+    WorkerExited,
+    WorkerStarted,
+)
 from ._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -94,6 +105,7 @@ class _Worker:
     eof: bool = False
     init_error: str | None = None
     assigned: int = 0
+    rss: int | None = None
     inflight: deque[Task] = field(default_factory=deque)
     funcs: dict[int, None] = field(default_factory=dict)
     out: deque[memoryview] = field(default_factory=deque)
@@ -112,6 +124,32 @@ class Settings:
     maxtasksperchild: int | None
     retries: int
     start_method: str | None
+    memory_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """One live worker as last seen: its pid (None while starting), tasks it was given,
+    and the RSS of its process tree in bytes (None before the first sample)."""
+
+    pid: int | None
+    tasks: int
+    rss: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool, from ``RobustPool.stats()``. Counts are of items (a chunk of
+    n items counts n); ``replaced`` maps why a worker exited to how many times."""
+
+    workers_alive: int
+    tasks_done: int
+    tasks_failed: int
+    tasks_retried: int
+    tasks_timed_out: int
+    workers_replaced: int
+    replaced: tuple[tuple[str, int], ...]
+    workers: tuple[WorkerStats, ...]
 
 
 _live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
@@ -143,7 +181,11 @@ class Dispatcher:
         self._ewma: float | None = None
         self._watching = False
         self._deferred: list[Wakeable] = []
+        self._done = self._failed = self._retried = self._timed_out = 0
+        self._exits: dict[str, int] = {}
         self._supervisor = self._start_supervisor()
+        if settings.memory_limit is not None:
+            self._watch()
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
         self._thread = threading.Thread(target=self._run, name="robustpool-dispatcher", daemon=True)
         for _ in range(settings.processes):
@@ -363,13 +405,15 @@ class Dispatcher:
             # Recycle: no more tasks for this one, and its replacement starts now so queued
             # work is not delayed by the swap.
             w.accepting = False
+            self._count_exit("recycled (maxtasksperchild)")
+            log.debug("robustpool: worker %s did %s tasks; recycling it", w.pid, w.assigned)
             if not self._closing_done():
                 self._spawn()
 
     def _watch(self) -> None:
         self._watching = True
         with contextlib.suppress(OSError):
-            self._supervisor.channel.send(Watch(_WATCH_INTERVAL))
+            self._supervisor.channel.send(Watch(_WATCH_INTERVAL, self.settings.memory_limit))
 
     def _queue_frame(self, w: _Worker, data: bytes, write: bool = True) -> None:
         w.out.append(memoryview(data))
@@ -459,11 +503,13 @@ class Dispatcher:
         try:
             if status == Status.OK:
                 job.deliver(t.start, ser.loads(body))
+                self._done += t.count
             elif status == Status.MIXED:
                 self._deliver_mixed(t, ser.loads(body))
             else:
                 err = ser.decode_exception(bytes(body))
                 _describe_serialization_error(err, t, 0)
+                self._failed += t.count
                 for k in range(t.count):
                     job.fail(t.start + k, err)
         except BaseException as exc:
@@ -475,7 +521,9 @@ class Dispatcher:
         for k, (ok, value) in enumerate(pairs):
             if ok:
                 t.job.deliver(t.start + k, (value,))
+                self._done += 1
                 continue
+            self._failed += 1
             try:
                 exc = ser.decode_exception(value)
             except BaseException as err:
@@ -509,10 +557,17 @@ class Dispatcher:
                 w = self._workers.get(msg.key)
                 if w is not None:
                     w.pid = msg.pid
+                    log.debug("robustpool: worker %s started", msg.pid)
             elif isinstance(msg, WorkerExited):
                 self._on_exit(msg)
             elif isinstance(msg, SpawnFailed):
                 self._on_spawn_failed(msg)
+            elif isinstance(msg, MemoryHigh):
+                self._on_memory_high(msg)
+            elif isinstance(msg, Samples):
+                for key, rss in msg.rss:
+                    if (sampled := self._workers.get(key)) is not None:
+                        sampled.rss = rss
             elif isinstance(msg, Goodbye):
                 pass
         if not alive:
@@ -531,6 +586,7 @@ class Dispatcher:
         started = w.slot_view[SLOT_STARTED]
         expected = (w.quitting and msg.exitcode == 0) or self._stopping
         if not expected:
+            self._count_exit(msg.reason if msg.reason == "timeout" else _exit_words(msg.exitcode))
             # A death during a task is reported to that task's caller too; one while idle
             # is only seen here, so it is louder.
             level = logging.INFO if phase not in (Phase.IDLE, Phase.INIT) else logging.WARNING
@@ -571,6 +627,9 @@ class Dispatcher:
             nt.attempts = []
         if msg.reason == "timeout" and msg.task_id == t.task_id:
             elapsed = (time.monotonic_ns() - started) / 1e9
+            self._timed_out += 1
+            self._failed += 1
+            log.warning("robustpool: %s ran past task_timeout (%.2f s); its worker %s was killed", t.describe(k), elapsed, pid)
             t.job.fail(t.start + k, TaskTimeoutError(t.timeout, elapsed, t.index(k), t.describe(k), pid))
         elif len(t.attempts) <= self.settings.retries and not self._stopping:
             retry = t.sub(k, k + 1)
@@ -578,13 +637,51 @@ class Dispatcher:
                 nt.attempts = list(t.attempts)
             log.warning("robustpool: retrying %s after worker %s died (%s)", t.describe(k), pid, _exit_words(msg.exitcode))
             again = retry + again
+            self._retried += 1
         else:
+            self._failed += 1
             phase_words = PHASE_WORDS.get(phase, "running")
             err = WorkerLostError(
                 pid, msg.exitcode, t.index(k), t.describe(k), phase_words, tuple(t.attempts), msg.last_rss, msg.reason
             )
             t.job.fail(t.start + k, err)
         return again
+
+    def _on_memory_high(self, msg: MemoryHigh) -> None:
+        w = self._workers.get(msg.key)
+        if w is None or not w.accepting:
+            return
+        limit = self.settings.memory_limit or 0
+        log.warning(
+            "robustpool: worker %s uses %.0f MiB, over memory_limit (%.0f MiB); recycling it after its current task",
+            w.pid,
+            msg.rss / 2**20,
+            limit / 2**20,
+        )
+        w.accepting = False
+        self._count_exit("recycled (memory_limit)")
+        if not self._closing_done():
+            self._spawn()
+        if not w.inflight:
+            self._retire(w)
+
+    def _count_exit(self, why: str) -> None:
+        self._exits[why] = self._exits.get(why, 0) + 1
+
+    def stats(self) -> PoolStats:
+        """A snapshot; read without stopping the dispatcher, so counts may be a moment old."""
+        workers = tuple(WorkerStats(w.pid, w.assigned, w.rss) for w in list(self._workers.values()))
+        replaced = tuple(sorted(self._exits.items()))
+        return PoolStats(
+            sum(1 for w in workers if w.pid is not None),
+            self._done,
+            self._failed,
+            self._retried,
+            self._timed_out,
+            sum(n for _, n in replaced),
+            replaced,
+            workers,
+        )
 
     def _on_init_failure(self, w: _Worker, msg: WorkerExited) -> None:
         self._init_failures += 1
@@ -624,7 +721,7 @@ class Dispatcher:
         for w in list(self._workers.values()):
             self._on_exit(WorkerExited(w.key, w.pid or 0, -signal.SIGKILL, "its supervisor died"))
         self._supervisor = self._start_supervisor()
-        if self._watching:
+        if self._watching or self.settings.memory_limit is not None:
             self._watch()
         while sum(1 for w in self._workers.values() if w.accepting) < self.settings.processes:
             self._spawn()

@@ -27,9 +27,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _serialize as ser
-from ._dispatcher import Dispatcher, Settings, shutdown_all
+from ._dispatcher import Dispatcher, PoolStats, Settings, shutdown_all
 from ._errors import TaskSerializationError
 from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult
+from ._settings import parse_memory, positive_int, seconds
 from ._tasks import FuncRef, Job, make_tasks, pickle_function
 from ._wire import Mode
 
@@ -50,24 +51,6 @@ def _register_atexit() -> None:
             _atexit_done = True
 
 
-def _check_timeout(name: str, value: float | None) -> float:
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0 seconds, not {value!r}")
-    return float(value)
-
-
-def _check_chunksize(chunksize: int) -> int:
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-        raise TypeError(f"chunksize must be an int, not {type(chunksize).__name__}")
-    if chunksize < 1:
-        raise ValueError(f"chunksize must be 1 or more, not {chunksize}")
-    return chunksize
-
-
 def _check_callable(fn: object, what: str = "func") -> None:
     if not callable(fn):
         raise TypeError(f"{what} must be callable, not {type(fn).__name__}")
@@ -81,7 +64,10 @@ class RobustPool:
     tasks with InitializerError. ``maxtasksperchild`` recycles a worker after that many
     tasks (chunks). Keyword-only: ``task_timeout`` (seconds a task may run before its
     worker is killed; TaskTimeoutError), ``retries`` (how many times a task that killed its
-    worker is run again on a fresh one), ``start_method`` (``"fork"`` or ``"spawn"`` for
+    worker is run again on a fresh one), ``memory_limit`` (bytes or a size such as
+    ``"2GB"``: a worker whose process tree's RSS passes it is recycled after its current
+    task; one at twice the limit is killed and its task fails with WorkerLostError),
+    ``start_method`` (``"fork"`` or ``"spawn"`` for
     the supervisor; by default fork when the owner has a single thread), ``buffersize``
     (chunks an ``imap`` keeps ahead of its consumer) and ``close_timeout`` (how long closing
     an ``imap`` iterator waits for running tasks so it can clean their results).
@@ -96,6 +82,7 @@ class RobustPool:
         *,
         task_timeout: float | None = None,
         retries: int = 0,
+        memory_limit: int | str | None = None,
         start_method: str | None = None,
         buffersize: int | None = None,
         close_timeout: float = 10.0,
@@ -115,9 +102,9 @@ class RobustPool:
         if start_method == "fork" and not hasattr(os, "fork"):
             raise ValueError("start_method='fork' needs os.fork, which this platform lacks")
         if buffersize is not None:
-            _check_chunksize(buffersize)
-        self._task_timeout = _check_timeout("task_timeout", task_timeout)
-        self._close_timeout = _check_timeout("close_timeout", close_timeout)
+            positive_int("buffersize", buffersize)
+        self._task_timeout = seconds("task_timeout", task_timeout)
+        self._close_timeout = seconds("close_timeout", close_timeout)
         self._processes = nproc
         self._buffersize = buffersize or max(64, 32 * nproc)
         init_blob = b""
@@ -126,7 +113,7 @@ class RobustPool:
                 init_blob = ser.dumps((initializer, tuple(initargs)))
             except Exception as exc:
                 raise TaskSerializationError("pickling the task in the owner", f"cannot pickle the initializer: {exc}") from exc
-        settings = Settings(nproc, init_blob, maxtasksperchild, retries, start_method)
+        settings = Settings(nproc, init_blob, maxtasksperchild, retries, start_method, parse_memory(memory_limit))
         _register_atexit()
         self._engine = Dispatcher(settings)
         self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
@@ -225,7 +212,7 @@ class RobustPool:
         if cleanup is not None:
             _check_callable(cleanup, "cleanup")
         items = list(iterable)
-        size = self._default_chunksize(len(items)) if chunksize is None else _check_chunksize(chunksize)
+        size = self._default_chunksize(len(items)) if chunksize is None else positive_int("chunksize", chunksize)
         result: MapResult[Any] = MapResult(len(items), callback, error_callback, cleanup)
         if items:
             self._start(result, func, mode, items, size, indexed=True)
@@ -287,11 +274,11 @@ class RobustPool:
     ) -> IMapIterator[Any]:
         self._check_running()
         _check_callable(func)
-        _check_chunksize(chunksize)
+        positive_int("chunksize", chunksize)
         if cleanup is not None:
             _check_callable(cleanup, "cleanup")
         if buffersize is not None:
-            _check_chunksize(buffersize)
+            positive_int("buffersize", buffersize)
         ref = self._function(func)
         window = buffersize or self._buffersize
         it: IMapIterator[Any] = IMapIterator(
@@ -385,6 +372,11 @@ class RobustPool:
         return f"<{type(self).__name__} state={self._state} processes={self._processes}>"
 
     # -- introspection --
+
+    def stats(self) -> PoolStats:
+        """A frozen snapshot: workers alive, items done/failed/retried/timed out, workers
+        replaced and why, and per-worker task counts and RSS."""
+        return self._engine.stats()
 
     @property
     def processes(self) -> int:

@@ -34,13 +34,16 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from ._control import (
     Channel,
     Goodbye,
     KillWorker,
+    MemoryHigh,
     Message,
+    Samples,
     Shutdown,
     SpawnFailed,
     SpawnWorker,
@@ -52,6 +55,9 @@ from ._wire import SLOT_DEADLINE, SLOT_PHASE, SLOT_TASK, Phase, map_slot
 
 _REAP_GRACE = 5.0  # bound on waiting for SIGKILLed workers to be reaped on the way out
 _TERM_GRACE = 1.0  # SIGTERM -> SIGKILL when workers did not quit politely
+_SAMPLE_EVERY = 0.5  # RSS sampling period without a memory limit
+_SAMPLE_LIMITED = 0.1  # ... and with one
+_HARD_FACTOR = 2  # a worker this many times over memory_limit is killed at once
 
 
 # --- starting a supervisor (runs in the owner) ------------------------------------------
@@ -193,8 +199,9 @@ class _Child:
     view: memoryview
     reason: str | None = None
     task_id: int | None = None
-    killed_at: float = 0.0
-    extra: dict[str, int] = field(default_factory=dict)
+    rss: int | None = None  # last RSS of the worker's process tree, bytes
+    high: bool = False  # MemoryHigh already sent
+    proc: Any = None  # psutil.Process, created on first sample
 
 
 class _Supervisor:
@@ -204,7 +211,10 @@ class _Supervisor:
         self.children: dict[int, _Child] = {}
         self.stopping = False
         self.polite = False
-        self.watch: float | None = None
+        self.watch = _SAMPLE_EVERY  # RSS is always sampled, for the OOM diagnosis
+        self.memory_limit: int | None = None
+        self.next_sample = 0.0
+        self.next_report = 0.0
         self.stop_deadline = 0.0
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
@@ -233,6 +243,7 @@ class _Supervisor:
                             pass
             self.reap()
             self.enforce_deadlines()
+            self.sample()
             if self.stopping:
                 if not self.children:
                     if self.owner_alive:
@@ -278,7 +289,9 @@ class _Supervisor:
         elif isinstance(msg, Shutdown):
             self.begin_stop(msg.grace, polite=msg.polite)
         elif isinstance(msg, Watch):
-            self.watch = msg.interval if self.watch is None else min(self.watch, msg.interval)
+            self.watch = min(self.watch, msg.interval)
+            if msg.memory_limit is not None:
+                self.memory_limit = msg.memory_limit
 
     def send(self, msg: Message) -> None:
         if self.owner_alive:
@@ -367,8 +380,35 @@ class _Supervisor:
             child.task_id = task_id
             _kill_group(child.pid, signal.SIGKILL)
 
+    def sample(self) -> None:
+        """Measure each worker tree's RSS; enforce the memory limit; report samples."""
+        now = time.monotonic()
+        period = _SAMPLE_LIMITED if self.memory_limit else _SAMPLE_EVERY
+        if not self.children or now < self.next_sample:
+            return
+        self.next_sample = now + period
+        import psutil
+
+        for child in self.children.values():
+            child.rss = _tree_rss(child, psutil)
+            if child.rss is None or not self.memory_limit or child.reason is not None:
+                continue
+            if child.rss > _HARD_FACTOR * self.memory_limit:
+                child.reason = (
+                    f"robustpool killed it: its memory (RSS {child.rss / 2**20:.0f} MiB) passed "
+                    f"{_HARD_FACTOR} x memory_limit ({_HARD_FACTOR * self.memory_limit / 2**20:.0f} MiB)"
+                )
+                child.task_id = child.view[SLOT_TASK]
+                _kill_group(child.pid, signal.SIGKILL)
+            elif child.rss > self.memory_limit and not child.high:
+                child.high = True
+                self.send(MemoryHigh(child.key, child.rss))
+        if now >= self.next_report:
+            self.next_report = now + _SAMPLE_EVERY
+            self.send(Samples(tuple((c.key, c.rss) for c in self.children.values() if c.rss is not None)))
+
     def reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -381,9 +421,23 @@ class _Supervisor:
             # Subprocesses the task started are in the worker's group: they go with it.
             _kill_group(pid, signal.SIGKILL)
             code = os.waitstatus_to_exitcode(status)
-            self.send(WorkerExited(child.key, pid, code, child.reason, child.task_id))
+            self.send(WorkerExited(child.key, pid, code, child.reason, child.task_id, child.rss))
             child.view.release()
             child.slot.close()
+            self.kill_orphans()
+
+    def kill_orphans(self) -> None:
+        """Kill processes that task subprocesses left behind and that were reparented to
+        us (we are a child subreaper): the pool owns everything its tasks start."""
+        try:
+            import psutil
+
+            strays = [p for p in psutil.Process().children() if p.pid not in self.children]
+        except Exception:
+            return
+        for p in strays:
+            with contextlib.suppress(Exception):
+                p.kill()
 
     def begin_stop(self, grace: float, polite: bool = False) -> None:
         deadline = time.monotonic() + max(0.0, grace)
@@ -401,6 +455,32 @@ class _Supervisor:
             _kill_group(child.pid, sig)
 
 
+def _tree_rss(child: _Child, psutil: Any) -> int | None:
+    try:
+        if child.proc is None:
+            child.proc = psutil.Process(child.pid)
+        total: int = child.proc.memory_info().rss
+        for sub in child.proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += sub.memory_info().rss
+        return total
+    except psutil.Error:
+        return child.rss
+
+
+def _subreaper() -> None:
+    """Become a child subreaper (Linux): subprocesses orphaned by a task come to us, so
+    they can be killed instead of escaping to init."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
 def _ignore(signum: int, frame: object) -> None:
     """SIGCHLD needs a handler (not SIG_IGN) so children stay reapable; the wakeup fd wakes us."""
 
@@ -408,4 +488,5 @@ def _ignore(signum: int, frame: object) -> None:
 def serve(fd: int) -> int:
     """Run the supervisor loop on the control socket ``fd``; returns the exit code."""
     os.set_inheritable(fd, False)
+    _subreaper()
     return _Supervisor(fd).run()

@@ -1,0 +1,67 @@
+"""Validation of pool settings, so every bad value is refused at the call with a clear error."""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+    "t": 2**40,
+    "tib": 2**40,
+    "tb": 10**12,
+}
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_memory(value: int | str | None) -> int | None:
+    """Bytes from an int or a string such as ``"512MiB"``, ``"2GB"`` or ``"1.5G"``.
+
+    ``K``/``M``/``G``/``T`` and ``KiB``/``MiB``/... are powers of 1024; ``KB``/``MB``/...
+    are powers of 1000.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("memory_limit must be a number of bytes or a string like '2GB', not a bool")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        match = _MEMORY.match(value)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise ValueError(f"cannot parse memory_limit {value!r}: use bytes or a size like '512MiB', '2GB', '1.5G'")
+        number = int(float(match.group(1)) * _UNITS[unit])
+    else:
+        raise TypeError(f"memory_limit must be an int or a str, not {type(value).__name__}")
+    if number <= 0:
+        raise ValueError(f"memory_limit must be positive, not {value!r}")
+    return number
+
+
+def seconds(name: str, value: float | None) -> float:
+    """A positive number of seconds, or 0.0 for None (no limit)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds, not {value!r}")
+    return float(value)
+
+
+def positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be 1 or more, not {value}")
+    return value

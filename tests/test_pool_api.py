@@ -1,0 +1,907 @@
+"""Behaviour tests for the ``multiprocessing.Pool`` API of RobustPool.
+
+They follow the areas the standard library checks for its own Pool (apply, the map family,
+imap, results, argument validation, lifecycle, tracebacks, initializers, worker recycling),
+plus the documented robustpool differences (``with`` semantics, PoolTerminatedError,
+InitializerError, per-item failures inside chunks, ``submit``). Every pool is small, every
+wait is bounded, and helpers live at module level so they also work with a spawned
+supervisor.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import itertools
+import logging
+import multiprocessing
+import operator
+import os
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from robustpool import (
+    AsyncResult,
+    InitializerError,
+    PoolTerminatedError,
+    RemoteTaskError,
+    RobustPool,
+)
+
+START_METHODS = ["fork", "spawn"]
+GET = 30.0  # upper bound for any result that should arrive promptly
+
+# --------------------------------------------------------------------------------------
+# Module-level helpers (importable by workers under both start methods)
+# --------------------------------------------------------------------------------------
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+def _affine(x: int, scale: int = 1, offset: int = 0) -> int:
+    return x * scale + offset
+
+
+def _sleep_return(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def _slow_identity(x: float) -> float:
+    time.sleep(x)
+    return x
+
+
+def _echo(data: bytes) -> bytes:
+    return data
+
+
+def _pid_of(x: int) -> tuple[int, int]:
+    return x * 3, os.getpid()
+
+
+def _fail_on_5(x: int) -> int:
+    if x == 5:
+        raise ValueError(f"item {x} is bad")
+    return x * x
+
+
+def _fail_on_odd_after_2(x: int) -> int:
+    if x > 2 and x % 2:
+        raise KeyError(f"odd item {x}")
+    return x
+
+
+def _raise_key_error(x: int) -> int:
+    raise KeyError(f"missing {x}")
+
+
+def _helper_that_raises(x: int) -> int:
+    raise ValueError(f"helper refused {x}")
+
+
+def _task_calling_helper(x: int) -> int:
+    return _helper_that_raises(x) + 1
+
+
+def _raise_system_exit(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+def _raise_keyboard_interrupt() -> NoReturn:
+    raise KeyboardInterrupt("stop right there")
+
+
+class CustomTaskError(Exception):
+    """A user exception type that must come back as itself."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(code, text)
+        self.code = code
+        self.text = text
+
+
+def _raise_custom(code: int) -> NoReturn:
+    raise CustomTaskError(code, f"custom failure {code}")
+
+
+def _refuse_to_rebuild(*args: Any) -> NoReturn:
+    raise RuntimeError("this exception cannot be rebuilt")
+
+
+class UnrebuildableError(Exception):
+    """Pickles fine in the worker, but unpickling it in the owner raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_to_rebuild, self.args)
+
+
+def _raise_unrebuildable(x: int) -> NoReturn:
+    raise UnrebuildableError(f"unrebuildable {x}")
+
+
+class InputBrokeError(Exception):
+    """Raised by an input generator, in the owner."""
+
+
+def _numbers_then_error(n: int) -> Iterator[int]:
+    yield from range(n)
+    raise InputBrokeError(f"input broke after {n} items")
+
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+    def manhattan(self) -> int:
+        return abs(self.x) + abs(self.y)
+
+
+def _shift(p: Point) -> Point:
+    return Point(p.x + 1, p.y - 1)
+
+
+_INIT_VALUE: str | None = None
+
+
+def _set_init_value(value: str) -> None:
+    global _INIT_VALUE
+    _INIT_VALUE = f"{value}:{os.getpid()}"
+
+
+def _read_init_value(_: int) -> tuple[str | None, int]:
+    return _INIT_VALUE, os.getpid()
+
+
+def _failing_initializer(marker: str) -> None:
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    raise RuntimeError("initializer exploded: database unreachable")
+
+
+def _touch(path: str) -> str:
+    Path(path).write_text("ran")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# apply / apply_async
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_apply_positional_and_keyword_arguments(start_method: str) -> None:
+    with RobustPool(2, start_method=start_method) as pool:
+        assert pool.apply(_add, (2, 3)) == 5
+        assert pool.apply(_affine, (4,), {"scale": 3, "offset": 2}) == 14
+        assert pool.apply(_affine, (), {"x": 5, "offset": -1}) == 4
+        assert pool.apply(_square, [7]) == 49
+
+
+def test_apply_async_callback_fires_on_success_only() -> None:
+    got: list[object] = []
+    errors: list[BaseException] = []
+    with RobustPool(1) as pool:
+        r = pool.apply_async(_add, (20, 22), callback=got.append, error_callback=errors.append)
+        assert r.get(timeout=GET) == 42
+    assert got == [42]
+    assert errors == []
+
+
+def test_apply_async_error_callback_fires_on_failure_only() -> None:
+    got: list[object] = []
+    errors: list[BaseException] = []
+    with RobustPool(1) as pool:
+        r = pool.apply_async(_raise_key_error, (7,), callback=got.append, error_callback=errors.append)
+        with pytest.raises(KeyError, match="missing 7"):
+            r.get(timeout=GET)
+        assert not r.successful()
+    assert got == []
+    assert len(errors) == 1
+    assert isinstance(errors[0], KeyError)
+
+
+# --------------------------------------------------------------------------------------
+# map family
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+@pytest.mark.parametrize("chunksize", [None, 20])
+def test_map_family_matches_builtins(start_method: str, chunksize: int | None) -> None:
+    numbers = list(range(100))
+    pairs = list(zip(range(100), range(100, 0, -1), strict=True))
+    with RobustPool(2, start_method=start_method) as pool:
+        assert pool.map(_square, numbers, chunksize) == list(map(_square, numbers))
+        assert pool.map_async(_square, numbers, chunksize).get(timeout=GET) == list(map(_square, numbers))
+        assert pool.starmap(_add, pairs, chunksize) == list(itertools.starmap(_add, pairs))
+        assert pool.starmap_async(_add, pairs, chunksize).get(timeout=GET) == list(itertools.starmap(_add, pairs))
+
+
+def test_map_accepts_generators_and_other_iterables() -> None:
+    with RobustPool(2) as pool:
+        assert pool.map(_square, (x for x in range(30))) == [x * x for x in range(30)]
+        assert pool.map(_square, {3: "a", 1: "b"}) == [9, 1]
+        assert pool.starmap(_add, iter([(1, 2), (3, 4)])) == [3, 7]
+
+
+def test_empty_iterables_for_every_map_variant() -> None:
+    seen: list[object] = []
+    with RobustPool(1) as pool:
+        assert pool.map(_square, []) == []
+        assert pool.map(_square, iter(())) == []
+        assert pool.starmap(_add, []) == []
+        r = pool.map_async(_square, [], callback=seen.append)
+        assert r.get(timeout=GET) == []
+        assert r.ready() and r.successful()
+        assert pool.starmap_async(_add, []).get(timeout=GET) == []
+        assert pool.map(_square, [], chunksize=20) == []
+        assert list(pool.imap(_square, [])) == []
+        assert list(pool.imap_unordered(_square, [])) == []
+        it = pool.imap(_square, iter(()))
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+    assert seen == [[]]
+
+
+def test_map_async_callback_gets_the_whole_list() -> None:
+    got: list[object] = []
+    errors: list[BaseException] = []
+    with RobustPool(2) as pool:
+        r = pool.map_async(_square, range(10), callback=got.append, error_callback=errors.append)
+        assert r.get(timeout=GET) == [x * x for x in range(10)]
+    assert got == [[x * x for x in range(10)]]
+    assert errors == []
+
+
+def test_map_async_error_callback_gets_the_exception() -> None:
+    got: list[object] = []
+    errors: list[BaseException] = []
+    with RobustPool(2) as pool:
+        r = pool.map_async(_fail_on_5, range(10), callback=got.append, error_callback=errors.append)
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            r.get(timeout=GET)
+    assert got == []
+    assert len(errors) == 1
+    assert isinstance(errors[0], ValueError)
+
+
+def test_map_raises_the_first_error() -> None:
+    # One worker runs the chunks in order, so the first error by position also arrives first.
+    with RobustPool(1) as pool:
+        with pytest.raises(KeyError, match="odd item 3"):
+            pool.map(_fail_on_odd_after_2, range(12), chunksize=2)
+        assert pool.map(_square, range(4)) == [0, 1, 4, 9]
+
+
+def test_map_with_failing_input_generator_raises_and_pool_is_reusable() -> None:
+    with RobustPool(2) as pool:
+        with pytest.raises(InputBrokeError, match="after 4"):
+            pool.map(_square, _numbers_then_error(4))
+        with pytest.raises(InputBrokeError, match="after 0"):
+            pool.map(_square, _numbers_then_error(0))
+        assert pool.map(_square, range(5)) == [0, 1, 4, 9, 16]
+
+
+# --------------------------------------------------------------------------------------
+# AsyncResult
+# --------------------------------------------------------------------------------------
+
+
+def test_async_result_get_timeout_wait_ready_successful() -> None:
+    with RobustPool(1) as pool:
+        r: AsyncResult[Any] = pool.apply_async(_sleep_return, (0.6, "done"))
+        with pytest.raises(ValueError):
+            r.successful()
+        assert not r.ready()
+        t0 = time.monotonic()
+        with pytest.raises(multiprocessing.TimeoutError):
+            r.get(timeout=0.05)
+        assert time.monotonic() - t0 < 0.5
+        assert not r.ready()
+        r.wait(timeout=GET)
+        assert r.ready()
+        assert r.successful()
+        assert r.get(timeout=0) == "done"
+        assert r.get() == "done"
+
+
+def test_async_result_wait_with_timeout_returns_when_not_ready() -> None:
+    with RobustPool(1) as pool:
+        r = pool.apply_async(_sleep_return, (0.5, 1))
+        t0 = time.monotonic()
+        r.wait(timeout=0.05)
+        assert time.monotonic() - t0 < 0.45
+        assert not r.ready()
+        assert r.get(timeout=GET) == 1
+
+
+def test_async_result_successful_false_after_failure() -> None:
+    with RobustPool(1) as pool:
+        r = pool.apply_async(_raise_key_error, (1,))
+        r.wait(timeout=GET)
+        assert r.ready()
+        assert r.successful() is False
+
+
+# --------------------------------------------------------------------------------------
+# imap / imap_unordered
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_imap_list_stepwise_and_large_chunks(start_method: str) -> None:
+    with RobustPool(2, start_method=start_method) as pool:
+        assert list(pool.imap(_square, range(10))) == [x * x for x in range(10)]
+
+        it = pool.imap(_square, range(10))
+        for x in range(10):
+            assert it.next(timeout=GET) == x * x
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+        with pytest.raises(StopIteration):
+            next(it)
+
+        it = pool.imap(_square, range(1000), chunksize=100)
+        for x in range(1000):
+            assert next(it) == x * x
+        with pytest.raises(StopIteration):
+            next(it)
+
+
+def test_imap_next_timeout_raises_timeout_error() -> None:
+    with RobustPool(1) as pool:
+        it = pool.imap(_slow_identity, [0.6])
+        t0 = time.monotonic()
+        with pytest.raises(multiprocessing.TimeoutError):
+            it.next(timeout=0.05)
+        assert time.monotonic() - t0 < 0.5
+        assert it.next(timeout=GET) == 0.6
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_imap_item_error_at_its_position_and_iteration_continues(chunksize: int) -> None:
+    with RobustPool(2) as pool:
+        it = pool.imap(_fail_on_5, range(12), chunksize=chunksize)
+        for x in range(5):
+            assert it.next(timeout=GET) == x * x
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            it.next(timeout=GET)
+        for x in range(6, 12):
+            assert it.next(timeout=GET) == x * x
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_imap_unordered_item_error_and_iteration_continues(chunksize: int) -> None:
+    values: list[int] = []
+    errors: list[BaseException] = []
+    with RobustPool(2) as pool:
+        it = pool.imap_unordered(_fail_on_5, range(12), chunksize=chunksize)
+        for _ in range(12):
+            try:
+                values.append(it.next(timeout=GET))
+            except ValueError as exc:
+                errors.append(exc)
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+    assert sorted(values) == [x * x for x in range(12) if x != 5]
+    assert len(errors) == 1
+    assert "item 5 is bad" in str(errors[0])
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_imap_input_error_surfaces_at_its_position(chunksize: int) -> None:
+    with RobustPool(2) as pool:
+        it = pool.imap(_square, _numbers_then_error(5), chunksize=chunksize)
+        for x in range(5):
+            assert it.next(timeout=GET) == x * x
+        with pytest.raises(InputBrokeError, match="after 5 items"):
+            it.next(timeout=GET)
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+        # The pool is still usable.
+        assert pool.apply(_square, (6,)) == 36
+        assert list(pool.imap(_square, range(3))) == [0, 1, 4]
+
+
+def test_imap_input_error_at_the_start() -> None:
+    with RobustPool(1) as pool:
+        it = pool.imap(_square, _numbers_then_error(0))
+        with pytest.raises(InputBrokeError):
+            it.next(timeout=GET)
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+        assert pool.apply(_square, (2,)) == 4
+
+
+def test_imap_unordered_input_error_is_delivered_with_the_rest() -> None:
+    values: list[int] = []
+    errors: list[BaseException] = []
+    with RobustPool(2) as pool:
+        it = pool.imap_unordered(_square, _numbers_then_error(6))
+        for _ in range(7):
+            try:
+                values.append(it.next(timeout=GET))
+            except InputBrokeError as exc:
+                errors.append(exc)
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+        assert pool.apply(_square, (3,)) == 9
+    assert sorted(values) == [x * x for x in range(6)]
+    assert len(errors) == 1
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_imap_unordered_yields_the_same_multiset(start_method: str) -> None:
+    data = [x % 7 for x in range(60)]
+    with RobustPool(2, start_method=start_method) as pool:
+        got = list(pool.imap_unordered(_square, data))
+        got_chunked = list(pool.imap_unordered(_square, data, chunksize=7))
+    expected = Counter(_square(x) for x in data)
+    assert Counter(got) == expected
+    assert Counter(got_chunked) == expected
+
+
+# --------------------------------------------------------------------------------------
+# chunksize > 1: one failing item fails only itself
+# --------------------------------------------------------------------------------------
+
+
+def test_chunked_imap_failure_fails_only_that_item() -> None:
+    outcomes: list[object] = []
+    with RobustPool(2) as pool:
+        it = pool.imap(_fail_on_5, range(20), chunksize=8)
+        for _ in range(20):
+            try:
+                outcomes.append(it.next(timeout=GET))
+            except ValueError as exc:
+                outcomes.append(exc)
+        with pytest.raises(StopIteration):
+            it.next(timeout=GET)
+    assert isinstance(outcomes[5], ValueError)
+    assert outcomes[:5] + outcomes[6:] == [x * x for x in range(20) if x != 5]
+
+
+def test_chunked_map_raises_the_item_error() -> None:
+    with RobustPool(2) as pool:
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            pool.map(_fail_on_5, range(20), chunksize=8)
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            pool.map_async(_fail_on_5, range(20), chunksize=8).get(timeout=GET)
+        assert pool.map(_square, range(20), chunksize=8) == [x * x for x in range(20)]
+
+
+# --------------------------------------------------------------------------------------
+# Argument validation, at the call
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("processes", [0, -1])
+def test_pool_with_no_processes_is_rejected(processes: int) -> None:
+    with pytest.raises(ValueError):
+        RobustPool(processes)
+
+
+def test_pool_processes_attribute() -> None:
+    with RobustPool(2) as pool:
+        assert pool.processes == 2
+
+
+def test_non_callable_initializer_is_rejected() -> None:
+    with pytest.raises(TypeError):
+        RobustPool(1, initializer=42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -1, 0.5, "12"])
+def test_invalid_maxtasksperchild_is_rejected(value: Any) -> None:
+    with pytest.raises(ValueError):
+        RobustPool(1, maxtasksperchild=value)
+
+
+def test_chunksize_zero_is_rejected_at_the_call() -> None:
+    with RobustPool(1) as pool:
+        with pytest.raises(ValueError):
+            pool.map(_square, range(5), chunksize=0)
+        with pytest.raises(ValueError):
+            pool.map_async(_square, range(5), chunksize=0)
+        with pytest.raises(ValueError):
+            pool.starmap(_add, [(1, 2)], chunksize=0)
+        with pytest.raises(ValueError):
+            pool.starmap_async(_add, [(1, 2)], chunksize=0)
+        with pytest.raises(ValueError):
+            pool.imap(_square, range(5), chunksize=0)
+        with pytest.raises(ValueError):
+            pool.imap_unordered(_square, range(5), chunksize=0)
+        assert pool.map(_square, range(3)) == [0, 1, 4]
+
+
+def test_non_callable_function_is_rejected_at_the_call() -> None:
+    not_callable: Any = 123
+    with RobustPool(1) as pool:
+        with pytest.raises(TypeError):
+            pool.apply(not_callable)
+        with pytest.raises(TypeError):
+            pool.apply_async(not_callable)
+        with pytest.raises(TypeError):
+            pool.map(not_callable, range(3))
+        with pytest.raises(TypeError):
+            pool.map_async(not_callable, range(3))
+        with pytest.raises(TypeError):
+            pool.starmap(not_callable, [(1, 2)])
+        with pytest.raises(TypeError):
+            pool.imap(not_callable, range(3))
+        with pytest.raises(TypeError):
+            pool.imap_unordered(not_callable, range(3))
+        with pytest.raises(TypeError):
+            pool.submit(not_callable)
+        assert pool.apply(_square, (3,)) == 9
+
+
+# --------------------------------------------------------------------------------------
+# Lifecycle: close, join, with, terminate
+# --------------------------------------------------------------------------------------
+
+
+def test_closed_pool_refuses_new_work() -> None:
+    with RobustPool(1) as pool:
+        pool.close()
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.apply_async(_square, (1,))
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.apply(_square, (1,))
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.map(_square, range(3))
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.map_async(_square, range(3))
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.starmap(_add, [(1, 2)])
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.imap(_square, range(3))
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.imap_unordered(_square, range(3))
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.submit(_square, 1)
+        pool.join()
+
+
+def test_join_before_close_is_an_error() -> None:
+    with RobustPool(1) as pool:
+        with pytest.raises(ValueError):
+            pool.join()
+        assert pool.apply(_square, (4,)) == 16
+
+
+def test_using_the_pool_after_the_with_block_is_an_error() -> None:
+    with RobustPool(1) as pool:
+        assert pool.apply(_square, (2,)) == 4
+    with pytest.raises(ValueError):
+        pool.apply_async(_square, (1,))
+    with pytest.raises(ValueError):
+        pool.map(_square, range(2))
+
+
+def test_entering_a_terminated_pool_is_an_error() -> None:
+    pool = RobustPool(1)
+    pool.terminate()
+    with pytest.raises(ValueError), pool:
+        pass
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_with_block_normal_exit_waits_for_outstanding_results(start_method: str) -> None:
+    with RobustPool(2, start_method=start_method) as pool:
+        results = [pool.apply_async(_sleep_return, (0.4, i)) for i in range(4)]
+        quick = pool.apply_async(_square, (9,))
+    assert all(r.ready() for r in results)
+    assert quick.ready()
+    assert [r.get(timeout=0) for r in results] == [0, 1, 2, 3]
+    assert quick.get(timeout=0) == 81
+
+
+class _LeaveWithBlockError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_with_block_exception_exit_terminates(start_method: str) -> None:
+    results: list[AsyncResult[Any]] = []
+    t0 = 0.0
+    with pytest.raises(_LeaveWithBlockError), RobustPool(2, start_method=start_method) as pool:
+        results = [pool.apply_async(_sleep_return, (30, i)) for i in range(6)]
+        time.sleep(0.3)  # let the first tasks start running
+        t0 = time.monotonic()
+        raise _LeaveWithBlockError
+    assert time.monotonic() - t0 < 10
+    for r in results:
+        with pytest.raises(PoolTerminatedError):
+            r.get(timeout=5)
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_terminate_with_many_long_tasks_queued_is_prompt(start_method: str) -> None:
+    pool = RobustPool(2, start_method=start_method)
+    try:
+        mapped = pool.map_async(_slow_identity, [20.0] * 1000, chunksize=1)
+        applied = [pool.apply_async(_sleep_return, (20, i)) for i in range(200)]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        pool.terminate()
+        assert time.monotonic() - t0 < 8
+        t1 = time.monotonic()
+        pool.join()
+        assert time.monotonic() - t1 < 5
+    finally:
+        pool.terminate()
+    with pytest.raises(PoolTerminatedError):
+        mapped.get(timeout=5)
+    for r in applied:
+        with pytest.raises(PoolTerminatedError):
+            r.get(timeout=5)
+    with pytest.raises(ValueError):
+        pool.apply_async(_square, (1,))
+
+
+def test_terminate_twice_and_join_after_terminate() -> None:
+    pool = RobustPool(1)
+    pool.terminate()
+    pool.terminate()
+    pool.join()
+    pool.join()
+
+
+# --------------------------------------------------------------------------------------
+# Exceptions and tracebacks
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_traceback_shows_worker_frames(start_method: str) -> None:
+    with RobustPool(1, start_method=start_method) as pool:
+        with pytest.raises(ValueError, match="helper refused 3") as info:
+            pool.apply(_task_calling_helper, (3,))
+        with pytest.raises(ValueError, match="helper refused 4") as info_map:
+            pool.map(_task_calling_helper, [4])
+    raise_line = _helper_that_raises.__code__.co_firstlineno + 1
+    for exc in (info.value, info_map.value):
+        text = "".join(traceback.format_exception(exc))
+        assert "_helper_that_raises" in text
+        assert "_task_calling_helper" in text
+        assert os.path.basename(__file__) in text
+        assert f"line {raise_line}" in text
+        assert 'raise ValueError(f"helper refused {x}")' in text
+
+
+def test_exception_type_is_preserved() -> None:
+    with RobustPool(1) as pool:
+        with pytest.raises(CustomTaskError) as info:
+            pool.apply(_raise_custom, (17,))
+        assert type(info.value) is CustomTaskError
+        assert info.value.code == 17
+        assert info.value.text == "custom failure 17"
+        with pytest.raises(KeyError):
+            pool.apply(_raise_key_error, (1,))
+        fut = pool.submit(_raise_custom, 3)
+        exc = fut.exception(timeout=GET)
+        assert isinstance(exc, CustomTaskError) and exc.code == 3
+
+
+def test_exception_that_cannot_be_rebuilt_becomes_remote_task_error() -> None:
+    with RobustPool(1) as pool:
+        with pytest.raises(RemoteTaskError) as info:
+            pool.apply(_raise_unrebuildable, (8,))
+        assert pool.apply(_square, (5,)) == 25
+    err = info.value
+    assert "UnrebuildableError" in err.type_name
+    assert "UnrebuildableError" in str(err)
+    assert "unrebuildable 8" in str(err)
+    assert "_raise_unrebuildable" in err.remote_traceback
+    assert "Traceback" in err.remote_traceback
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_system_exit_and_keyboard_interrupt_are_the_tasks_error(start_method: str) -> None:
+    with RobustPool(1, start_method=start_method) as pool:
+        with pytest.raises(SystemExit) as info:
+            pool.apply_async(_raise_system_exit, (3,)).get(timeout=GET)
+        assert info.value.code == 3
+        assert pool.apply_async(_square, (6,)).get(timeout=GET) == 36
+        with pytest.raises(KeyboardInterrupt):
+            pool.apply_async(_raise_keyboard_interrupt).get(timeout=GET)
+        assert pool.apply_async(_square, (7,)).get(timeout=GET) == 49
+        fut = pool.submit(_raise_system_exit, 4)
+        assert isinstance(fut.exception(timeout=GET), SystemExit)
+        assert pool.map(_square, range(4)) == [0, 1, 4, 9]
+
+
+# --------------------------------------------------------------------------------------
+# What can be sent: lambdas, closures, partials, instances
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_lambdas_closures_partials_and_instances(start_method: str) -> None:
+    offset = 1000
+
+    def add_offset(x: int) -> int:
+        return x + offset
+
+    with RobustPool(2, start_method=start_method) as pool:
+        assert pool.map(lambda x: x * 2, range(10)) == [x * 2 for x in range(10)]
+        assert pool.map(add_offset, range(5)) == [1000, 1001, 1002, 1003, 1004]
+        assert list(pool.imap(add_offset, range(3))) == [1000, 1001, 1002]
+        assert pool.apply(lambda a, b=0: a - b, (10,), {"b": 3}) == 7
+        assert pool.map(functools.partial(_affine, scale=3, offset=1), range(4)) == [1, 4, 7, 10]
+        assert pool.apply(functools.partial(_add, 40), (2,)) == 42
+        assert pool.map(functools.partial(operator.mul, 5), [1, 2]) == [5, 10]
+        points = [Point(1, -2), Point(-3, 4)]
+        assert pool.map(Point.manhattan, points) == [3, 7]
+        assert pool.map(_shift, points) == [Point(2, -3), Point(-2, 3)]
+        assert pool.submit(lambda p: p.manhattan(), Point(5, 5)).result(timeout=GET) == 10
+
+
+# --------------------------------------------------------------------------------------
+# submit / concurrent.futures
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_submit_returns_a_future(start_method: str) -> None:
+    with RobustPool(2, start_method=start_method) as pool:
+        fut = pool.submit(_affine, 3, scale=2, offset=1)
+        assert isinstance(fut, concurrent.futures.Future)
+        assert fut.result(timeout=GET) == 7
+        assert fut.exception(timeout=0) is None
+        assert fut.done() and not fut.cancelled()
+
+        bad = pool.submit(_raise_key_error, 9)
+        exc = bad.exception(timeout=GET)
+        assert isinstance(exc, KeyError)
+        with pytest.raises(KeyError):
+            bad.result(timeout=0)
+
+        futures = [pool.submit(_sleep_return, 0.05 * (i % 3), i) for i in range(8)]
+        got = sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=GET))
+        assert got == list(range(8))
+
+        more = [pool.submit(_square, i) for i in range(5)]
+        done, not_done = concurrent.futures.wait(more, timeout=GET)
+        assert not not_done
+        assert sorted(f.result() for f in done) == [0, 1, 4, 9, 16]
+
+
+def test_cancelled_future_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with RobustPool(1) as pool:
+        blockers = [pool.submit(_sleep_return, 0.3, i) for i in range(4)]
+        target = pool.submit(_touch, str(marker))
+        assert target.cancel()
+        assert target.cancelled()
+        assert [f.result(timeout=GET) for f in blockers] == [0, 1, 2, 3]
+        # Everything queued before this has been dispatched or dropped by now.
+        assert pool.submit(_square, 3).result(timeout=GET) == 9
+        with pytest.raises(concurrent.futures.CancelledError):
+            target.result(timeout=0)
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------
+# Initializer
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_initializer_runs_in_each_worker(start_method: str) -> None:
+    with RobustPool(2, initializer=_set_init_value, initargs=("ready",), start_method=start_method) as pool:
+        results = pool.map(_read_init_value, range(20), chunksize=1)
+    for value, pid in results:
+        assert value == f"ready:{pid}"
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_failing_initializer_breaks_the_pool_without_endless_respawn(tmp_path: Path, processes: int) -> None:
+    marker = tmp_path / "init-attempts"
+    with RobustPool(processes, initializer=_failing_initializer, initargs=(str(marker),)) as pool:
+        r = pool.apply_async(_square, (3,))
+        t0 = time.monotonic()
+        with pytest.raises(InitializerError) as info:
+            r.get(timeout=30)
+        assert time.monotonic() - t0 < 20
+        assert "initializer exploded: database unreachable" in str(info.value)
+        assert "RuntimeError" in str(info.value)
+        # New work fails the same way, promptly.
+        with pytest.raises(InitializerError):
+            pool.apply_async(_square, (4,)).get(timeout=10)
+        time.sleep(0.5)
+        attempts = len(marker.read_text().splitlines())
+        time.sleep(0.5)
+        assert len(marker.read_text().splitlines()) == attempts
+        assert 3 <= attempts <= 3 + processes
+
+
+# --------------------------------------------------------------------------------------
+# Callbacks that raise
+# --------------------------------------------------------------------------------------
+
+
+def _raising_callback(value: object) -> None:
+    raise RuntimeError(f"callback went wrong with {value!r}")
+
+
+def test_raising_callback_is_logged_and_other_results_arrive(caplog: pytest.LogCaptureFixture) -> None:
+    good: list[object] = []
+    with caplog.at_level(logging.ERROR, logger="robustpool"), RobustPool(2) as pool:
+        r1 = pool.apply_async(_square, (4,), callback=_raising_callback)
+        r2 = pool.map_async(_square, range(5), callback=_raising_callback)
+        r3 = pool.apply_async(_raise_key_error, (2,), error_callback=_raising_callback)
+        r4 = pool.apply_async(_square, (5,), callback=good.append)
+        assert r1.get(timeout=GET) == 16
+        assert r2.get(timeout=GET) == [0, 1, 4, 9, 16]
+        with pytest.raises(KeyError):
+            r3.get(timeout=GET)
+        assert r4.get(timeout=GET) == 25
+        assert pool.map(_square, range(3)) == [0, 1, 4]
+    assert good == [25]
+    records = [rec for rec in caplog.records if rec.name == "robustpool" and rec.exc_info]
+    texts = [str(rec.exc_info[1]) for rec in records if rec.exc_info]
+    assert any("callback went wrong with 16" in t for t in texts)
+    assert any("callback went wrong with [0, 1, 4, 9, 16]" in t for t in texts)
+    assert any("callback went wrong with KeyError" in t for t in texts)
+
+
+# --------------------------------------------------------------------------------------
+# maxtasksperchild
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_maxtasksperchild_recycles_workers(start_method: str) -> None:
+    with RobustPool(2, maxtasksperchild=2, start_method=start_method) as pool:
+        results = pool.map(_pid_of, range(20), chunksize=1)
+        assert [x for x, _ in results] == [x * 3 for x in range(20)]
+        pids = Counter(pid for _, pid in results)
+        assert len(pids) > 2
+        assert max(pids.values()) <= 2
+        assert pool.apply(_square, (3,)) == 9
+
+
+def test_maxtasksperchild_one_then_close_join_does_not_hang() -> None:
+    with RobustPool(2, maxtasksperchild=1) as pool:
+        results = [pool.apply_async(_square, (i,)) for i in range(6)]
+        pool.close()
+        pool.join()
+        assert [r.get(timeout=0) for r in results] == [i * i for i in range(6)]
+
+
+# --------------------------------------------------------------------------------------
+# Large payloads
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_large_payload_round_trip(start_method: str) -> None:
+    data = os.urandom(5 * 2**20)
+    with RobustPool(1, start_method=start_method) as pool:
+        assert pool.apply(_echo, (data,)) == data
+        assert pool.submit(_echo, data).result(timeout=GET) == data
+        back = pool.map(_echo, [data, data[:1000]])
+    assert back[0] == data
+    assert back[1] == data[:1000]
