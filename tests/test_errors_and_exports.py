@@ -24,6 +24,7 @@ EXPECTED_PUBLIC = {
     "IMapIterator",
     "InitializerError",
     "MapResult",
+    "PoolStats",
     "PoolTerminatedError",
     "RemoteTaskError",
     "RobustPool",
@@ -31,6 +32,7 @@ EXPECTED_PUBLIC = {
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
+    "WorkerStats",
 }
 
 
