@@ -481,7 +481,7 @@ class Dispatcher:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(w.sock)
 
-    def _on_frame(self, w: _Worker, kind: int, payload: bytes) -> None:
+    def _on_frame(self, w: _Worker, kind: int, payload: bytes | bytearray) -> None:
         if kind == Kind.RESULT:
             self._on_result(w, payload)
         elif kind == Kind.READY:
@@ -491,7 +491,7 @@ class Dispatcher:
             exc = ser.decode_exception(payload)
             w.init_error = ser.format_exception(exc)
 
-    def _on_result(self, w: _Worker, payload: bytes) -> None:
+    def _on_result(self, w: _Worker, payload: bytes | bytearray) -> None:
         task_id, status, spent = RESULT_HEAD.unpack_from(payload)
         t = w.inflight.popleft()
         if t.task_id != task_id:  # pragma: no cover - would be a protocol bug
@@ -582,8 +582,7 @@ class Dispatcher:
             self._on_worker_eof(w)
         w.sock.close()
         w.pid = msg.pid
-        task_id, phase, item = w.slot_view[SLOT_TASK], Phase(w.slot_view[SLOT_PHASE]), w.slot_view[SLOT_ITEM]
-        started = w.slot_view[SLOT_STARTED]
+        task_id, phase, item, started = _read_slot(w)
         expected = (w.quitting and msg.exitcode == 0) or self._stopping
         if not expected:
             self._count_exit(msg.reason if msg.reason == "timeout" else _exit_words(msg.exitcode))
@@ -826,6 +825,26 @@ class Dispatcher:
         self._wake_w.close()
         _live.discard(self)
         self._finished.set()
+
+
+def _read_slot(w: _Worker) -> tuple[int, Phase, int, int]:
+    """(task id, phase, item, started) from a dead worker's slot.
+
+    Garbage (something in the worker scribbled over shared memory) must not take the
+    dispatcher down: then the oldest task queued on the worker, the only one that can
+    have been running, is taken as the culprit, in an unknown item.
+    """
+    view = w.slot_view
+    task_id, raw, item, started = view[SLOT_TASK], view[SLOT_PHASE], view[SLOT_ITEM], view[SLOT_STARTED]
+    known = {t.task_id: t for t in w.inflight}
+    if raw in Phase._value2member_map_ and (task_id in known or raw in (Phase.IDLE, Phase.INIT)):
+        count = known[task_id].count if task_id in known else 1
+        if 0 <= item < count:
+            return task_id, Phase(raw), item, started
+    if not w.inflight:
+        return 0, Phase.IDLE, 0, started
+    log.error("robustpool: worker %s left an unreadable progress slot; blaming its oldest task", w.pid)
+    return w.inflight[0].task_id, Phase.LOADING, 0, time.monotonic_ns()
 
 
 def _describe_serialization_error(exc: BaseException, t: Task, k: int) -> None:

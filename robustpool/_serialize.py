@@ -150,7 +150,7 @@ def encode_exception(exc: BaseException) -> bytes:
     return pickle.dumps((_qualified_name(type(exc)), _safe_str(exc), text, inner), PROTOCOL)
 
 
-def decode_exception(data: bytes) -> BaseException:
+def decode_exception(data: bytes | bytearray) -> BaseException:
     """Rebuild a worker's exception with its frames, or a RemoteTaskError describing it."""
     type_name, message, text, inner = pickle.loads(data)
     if inner is not None:

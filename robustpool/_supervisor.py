@@ -130,10 +130,25 @@ def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> Superviso
             gc.freeze()
             os.closerange(3, fd)
             os.closerange(fd + 1, _max_fd())
+            _faulthandler_to_stderr()
             code = serve(fd)
         finally:
             os._exit(code)
     return SupervisorProcess(pid, Channel(owner_end), "fork")
+
+
+def _faulthandler_to_stderr() -> None:
+    """Point faulthandler at fd 2 and enable it.
+
+    The owner may have enabled it on a descriptor we just closed (pytest does): its
+    number would be reused by one of ours, and a crash report would be written into a
+    worker's socket or progress slot. On stderr, a native crash in a task prints the
+    worker's Python stack, which is the most useful thing it can leave behind.
+    """
+    import faulthandler
+
+    with contextlib.suppress(Exception):
+        faulthandler.enable(file=2)
 
 
 def _max_fd() -> int:
@@ -338,6 +353,7 @@ class _Supervisor:
             if os.getppid() != parent:
                 os._exit(1)  # the supervisor died before PDEATHSIG was armed
             signal.set_wakeup_fd(-1)
+            _faulthandler_to_stderr()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -38,6 +38,7 @@ from ._wire import (
     Phase,
     Status,
     frame,
+    frame_head,
     map_slot,
 )
 
@@ -58,24 +59,37 @@ class _Worker:
         self.first_pending = 0
 
     def flush(self) -> None:
-        if self.out:
-            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
-            self.out.clear()
-            self.sock.sendall(data)
+        out = self.out
+        if not out:
+            return
+        if len(out) == 1:
+            self.sock.sendall(out[0])
+        else:
+            # Gathered in one sendmsg: a large result is never concatenated (copied).
+            views = [memoryview(b) for b in out]
+            while views:
+                sent = self.sock.sendmsg(views[:64])
+                while sent:
+                    if sent >= len(views[0]):
+                        sent -= len(views.pop(0))
+                    else:
+                        views[0] = views[0][sent:]
+                        sent = 0
+        out.clear()
 
-    def reply(self, data: bytes) -> None:
+    def reply(self, *parts: bytes) -> None:
         now = time.monotonic_ns()
         if not self.out:
             self.first_pending = now
-        self.out.append(data)
-        if len(self.out) >= _FLUSH_COUNT or now - self.first_pending >= _FLUSH_NS:
+        self.out.extend(parts)
+        if len(self.out) >= 2 * _FLUSH_COUNT or now - self.first_pending >= _FLUSH_NS:
             self.flush()
 
-    def remember_function(self, payload: bytes) -> None:
+    def remember_function(self, payload: bytes | bytearray) -> None:
         (func_id,) = FUNC_HEAD.unpack_from(payload)
         # Unpickled lazily, inside a task's LOADING phase, so a crash while unpickling a
         # function is blamed on the task that needed it.
-        self.funcs[func_id] = payload[FUNC_HEAD.size :]
+        self.funcs[func_id] = bytes(payload[FUNC_HEAD.size :])
         while len(self.funcs) > _FUNC_CACHE:
             del self.funcs[next(iter(self.funcs))]
 
@@ -88,7 +102,7 @@ class _Worker:
             self.funcs[func_id] = fn
         return fn
 
-    def run_task(self, payload: bytes) -> None:
+    def run_task(self, payload: bytes | bytearray) -> None:
         task_id, func_id, mode, timeout = TASK_HEAD.unpack_from(payload)
         view = self.view
         start = time.monotonic_ns()
@@ -115,28 +129,45 @@ class _Worker:
     def _finish(self, task_id: int, status: Status, start: int, body: bytes) -> None:
         self.view[SLOT_PHASE] = Phase.IDLE
         spent = (time.monotonic_ns() - start) / 1e9
-        self.reply(frame(Kind.RESULT, body, RESULT_HEAD.pack(task_id, status, spent)))
+        self.reply(frame_head(Kind.RESULT, len(body), RESULT_HEAD.pack(task_id, status, spent)), body)
 
 
 def _apply(fn: Callable[..., Any], mode: int, items: list[Any], view: memoryview) -> tuple[list[Any], dict[int, bytes] | None]:
+    """Run every item, publishing its index first, so a death names the exact item.
+
+    The ``try`` sits outside the tight loops (a failing item restarts the loop after it):
+    this keeps the per-item cost of a chunk close to a bare ``map``.
+    """
     values: list[Any] = []
+    append = values.append
     errors: dict[int, bytes] | None = None
-    for k, item in enumerate(items):
-        view[SLOT_ITEM] = k
+    n = len(items)
+    slot = SLOT_ITEM
+    k = 0
+    while k < n:
         try:
+            rest = items[k:] if k else items
             if mode == Mode.MAP:
-                values.append(fn(item))
+                for k, x in enumerate(rest, k):  # noqa: B020 - k is read back after an exception
+                    view[slot] = k
+                    append(fn(x))
             elif mode == Mode.STAR:
-                values.append(fn(*item))
+                for k, x in enumerate(rest, k):  # noqa: B020
+                    view[slot] = k
+                    append(fn(*x))
             else:
-                args, kwds = item
-                values.append(fn(*args, **kwds))
+                for k, (args, kwds) in enumerate(rest, k):  # noqa: B020
+                    view[slot] = k
+                    append(fn(*args, **kwds))
+            break
         except BaseException as exc:  # SystemExit and KeyboardInterrupt are the task's error too
+            k = len(values)  # the item that raised
             ser.strip_first_frame(exc)
             if errors is None:
                 errors = {}
             errors[k] = ser.encode_exception(exc)
-            values.append(None)
+            append(None)
+            k += 1
     return values, errors
 
 
@@ -163,7 +194,7 @@ def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple
     return Status.MIXED, ser.dumps(pairs)
 
 
-def _initialize(payload: bytes) -> None:
+def _initialize(payload: bytes | bytearray) -> None:
     if payload:
         initializer, initargs = ser.loads(payload)
         initializer(*initargs)
