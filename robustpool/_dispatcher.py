@@ -206,6 +206,17 @@ class Dispatcher:
     def submit(self, tasks: list[Task]) -> None:
         self._incoming.append(tasks)
         self._wake()
+        if self._finished.is_set():
+            # Nobody will take them (the pool ended, or its dispatcher died): fail them
+            # here. Each batch is popped by exactly one thread, so none fails twice.
+            err = self._broken or PoolTerminatedError()
+            while True:
+                try:
+                    batch = self._incoming.popleft()
+                except IndexError:
+                    break
+                for t in batch:
+                    self._fail_task(t, err)
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the dispatcher thread."""

@@ -135,6 +135,8 @@ class RobustPool:
     def _check_running(self) -> None:
         if self._state != _RUN:
             raise ValueError("Pool not running")
+        if self._engine.finished and self._engine.broken is not None:
+            raise self._engine.broken
 
     def _function(self, func: Callable[..., Any]) -> FuncRef:
         """Pickle ``func`` for one call, reusing the id of an identical earlier pickle so
