@@ -340,10 +340,14 @@ class RobustPool:
         # Iterators close first, so results the dispatcher still reads from the workers'
         # sockets while terminating go to their cleanup, not into a buffer nobody reads.
         errors: list[Exception] = []
-        for it in list(self._iterators):
+        iterators = list(self._iterators)
+        for it in iterators:
+            it._hold_late()  # results drained while stopping are cleaned below, here
             errors += it._close()
         self._engine.terminate()
         self._engine.join()
+        for it in iterators:
+            errors += it._release_late()
         if errors:
             raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
 

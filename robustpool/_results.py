@@ -253,6 +253,7 @@ class IMapIterator(Generic[T]):
         self._closed = False
         self._late: list[Any] = []  # results that arrived after close(), awaiting cleanup
         self._dirty = False  # a deferred wake-up is queued on the dispatcher
+        self._closer_waiting = False  # a close() is waiting to clean late results itself
         engine.feeder_opened()
         self._feed()
 
@@ -317,11 +318,15 @@ class IMapIterator(Generic[T]):
             self._accounted += len(values)
             if self._closed:
                 self._late.extend(values)
+                # A waiting close() cleans them itself, so it returns only once they are
+                # clean and can raise their errors; otherwise we clean them right here.
+                mine = not self._closer_waiting
             else:
+                mine = False
                 for k, v in enumerate(values):
                     self._store(index + k, True, v)
             self._notify()
-        if self._closed:
+        if mine:
             self._clean_late()
 
     def fail(self, index: int, exc: BaseException) -> None:
@@ -355,13 +360,13 @@ class IMapIterator(Generic[T]):
             self._dirty = False
             self._cond.notify_all()
 
-    def _clean_late(self) -> None:
-        # Results arriving after close are cleaned by whoever holds them first: close()
-        # while it waits for them, else the dispatcher thread as they arrive.
+    def _clean_late(self) -> list[Exception]:
+        """Clean results that arrived after close; their errors are logged and returned."""
         with self._cond:
             late, self._late = self._late, []
         if late and self._cleanup is not None:
-            run_cleanups(self._cleanup, late)
+            return run_cleanups(self._cleanup, late)
+        return []
 
     # -- user side --
 
@@ -411,25 +416,38 @@ class IMapIterator(Generic[T]):
         later are cleaned on arrival by the pool. Raises an ExceptionGroup if cleanups
         failed (after running all of them).
         """
-        errors = self._close()
-        deadline = time.monotonic() + self._close_timeout
         with self._cond:
-            while self._accounted < self._fed and not self._engine.finished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if self._late:
-                    late, self._late = self._late, []
-                    self._cond.release()
-                    try:
-                        errors += run_cleanups(self._cleanup, late) if self._cleanup else []
-                    finally:
-                        self._cond.acquire()
-                    continue
-                self._cond.wait(min(remaining, 0.05))
-        self._clean_late()
+            self._closer_waiting = True
+        try:
+            errors = self._close()
+            deadline = time.monotonic() + self._close_timeout
+            while True:
+                errors += self._clean_late()
+                with self._cond:
+                    if self._late:
+                        continue
+                    remaining = deadline - time.monotonic()
+                    if self._accounted >= self._fed or self._engine.finished or remaining <= 0:
+                        # From here on, late arrivals are cleaned by the dispatcher.
+                        self._closer_waiting = False
+                        break
+                    self._cond.wait(min(remaining, 0.05))
+            errors += self._clean_late()
+        finally:
+            with self._cond:
+                self._closer_waiting = False
         if errors:
             raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
+
+    def _hold_late(self) -> None:
+        """Keep late results for ``_release_late`` instead of cleaning them on arrival."""
+        with self._cond:
+            self._closer_waiting = True
+
+    def _release_late(self) -> list[Exception]:
+        with self._cond:
+            self._closer_waiting = False
+        return self._clean_late()
 
     def _close(self) -> list[Exception]:
         with self._cond:
