@@ -150,7 +150,13 @@ class RobustPool:
         self._funcs[ref.blob] = ref
         return ref
 
-    def _start(self, job: Job, func: Callable[..., Any], mode: Mode, items: list[Any], chunksize: int, indexed: bool) -> None:
+    def _timeout(self, task_timeout: float | None) -> float:
+        """A call's own task_timeout, or the pool's."""
+        return self._task_timeout if task_timeout is None else seconds("task_timeout", task_timeout)
+
+    def _start(
+        self, job: Job, func: Callable[..., Any], mode: Mode, items: list[Any], chunksize: int, indexed: bool, timeout: float
+    ) -> None:
         try:
             ref = self._function(func)
         except TaskSerializationError as exc:
@@ -160,15 +166,22 @@ class RobustPool:
         tasks = []
         for start in range(0, len(items), chunksize):
             chunk = items[start : start + chunksize]
-            tasks += make_tasks(job, ref, mode, start, chunk, self._task_timeout, indexed)
+            tasks += make_tasks(job, ref, mode, start, chunk, timeout, indexed)
         if tasks:
             self._engine.submit(tasks)
 
     # -- apply --
 
-    def apply(self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] | None = None) -> T:
+    def apply(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
+        *,
+        task_timeout: float | None = None,
+    ) -> T:
         """Run ``func(*args, **kwds)`` in a worker and return its result."""
-        return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwds, task_timeout=task_timeout).get()
 
     def apply_async(
         self,
@@ -177,12 +190,18 @@ class RobustPool:
         kwds: Mapping[str, Any] | None = None,
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
     ) -> AsyncResult[T]:
-        """Start ``func(*args, **kwds)`` in a worker; returns an AsyncResult."""
+        """Start ``func(*args, **kwds)`` in a worker; returns an AsyncResult.
+
+        ``task_timeout`` overrides the pool's for this call (every ``*map*`` method takes it
+        too; ``submit`` cannot, since its keyword arguments belong to ``fn``)."""
         self._check_running()
         _check_callable(func)
+        timeout = self._timeout(task_timeout)
         result: AsyncResult[T] = AsyncResult(callback, error_callback)
-        self._start(result, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, indexed=False)
+        self._start(result, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
         return result
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
@@ -190,7 +209,7 @@ class RobustPool:
         self._check_running()
         _check_callable(fn, "fn")
         future: Future[T] = Future()
-        self._start(FutureJob(future), fn, Mode.APPLY, [(args, kwargs)], 1, indexed=False)
+        self._start(FutureJob(future), fn, Mode.APPLY, [(args, kwargs)], 1, False, self._task_timeout)
         return future
 
     # -- map --
@@ -208,23 +227,31 @@ class RobustPool:
         callback: Callable[[list[Any]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         cleanup: Cleanup | None,
+        task_timeout: float | None,
     ) -> MapResult[Any]:
         self._check_running()
         _check_callable(func)
+        timeout = self._timeout(task_timeout)
         if cleanup is not None:
             _check_callable(cleanup, "cleanup")
         items = list(iterable)
         size = self._default_chunksize(len(items)) if chunksize is None else positive_int("chunksize", chunksize)
         result: MapResult[Any] = MapResult(len(items), callback, error_callback, cleanup)
         if items:
-            self._start(result, func, mode, items, size, indexed=True)
+            self._start(result, func, mode, items, size, True, timeout)
         return result
 
     def map(
-        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int | None = None, *, cleanup: Cleanup | None = None
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        cleanup: Cleanup | None = None,
+        task_timeout: float | None = None,
     ) -> list[R]:
         """Apply ``func`` to every item; returns the list of results in order."""
-        return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, cleanup).get()
+        return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, cleanup, task_timeout).get()
 
     def map_async(
         self,
@@ -235,9 +262,10 @@ class RobustPool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         cleanup: Cleanup | None = None,
+        task_timeout: float | None = None,
     ) -> MapResult[R]:
         """Like ``map`` but returns a MapResult at once."""
-        return self._map_async(func, iterable, Mode.MAP, chunksize, callback, error_callback, cleanup)
+        return self._map_async(func, iterable, Mode.MAP, chunksize, callback, error_callback, cleanup, task_timeout)
 
     def starmap(
         self,
@@ -246,9 +274,10 @@ class RobustPool:
         chunksize: int | None = None,
         *,
         cleanup: Cleanup | None = None,
+        task_timeout: float | None = None,
     ) -> list[R]:
         """Like ``map`` but each item is unpacked as the arguments: ``func(*item)``."""
-        return self._map_async(func, iterable, Mode.STAR, chunksize, None, None, cleanup).get()
+        return self._map_async(func, iterable, Mode.STAR, chunksize, None, None, cleanup, task_timeout).get()
 
     def starmap_async(
         self,
@@ -259,9 +288,10 @@ class RobustPool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         cleanup: Cleanup | None = None,
+        task_timeout: float | None = None,
     ) -> MapResult[R]:
         """Like ``starmap`` but returns a MapResult at once."""
-        return self._map_async(func, iterable, Mode.STAR, chunksize, callback, error_callback, cleanup)
+        return self._map_async(func, iterable, Mode.STAR, chunksize, callback, error_callback, cleanup, task_timeout)
 
     # -- imap --
 
@@ -273,9 +303,11 @@ class RobustPool:
         ordered: bool,
         cleanup: Cleanup | None,
         buffersize: int | None,
+        task_timeout: float | None,
     ) -> IMapIterator[Any]:
         self._check_running()
         _check_callable(func)
+        timeout = self._timeout(task_timeout)
         positive_int("chunksize", chunksize)
         if cleanup is not None:
             _check_callable(cleanup, "cleanup")
@@ -284,7 +316,7 @@ class RobustPool:
         ref = self._function(func)
         window = buffersize or self._buffersize
         it: IMapIterator[Any] = IMapIterator(
-            self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, self._close_timeout, self._task_timeout
+            self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, self._close_timeout, timeout
         )
         self._iterators.add(it)
         return it
@@ -297,9 +329,10 @@ class RobustPool:
         *,
         cleanup: Cleanup | None = None,
         buffersize: int | None = None,
+        task_timeout: float | None = None,
     ) -> IMapIterator[R]:
         """Lazily apply ``func`` to every item; iterate the results in input order."""
-        return self._imap(func, iterable, chunksize, True, cleanup, buffersize)
+        return self._imap(func, iterable, chunksize, True, cleanup, buffersize, task_timeout)
 
     def imap_unordered(
         self,
@@ -309,9 +342,10 @@ class RobustPool:
         *,
         cleanup: Cleanup | None = None,
         buffersize: int | None = None,
+        task_timeout: float | None = None,
     ) -> IMapIterator[R]:
         """Like ``imap`` but results come in the order they finish."""
-        return self._imap(func, iterable, chunksize, False, cleanup, buffersize)
+        return self._imap(func, iterable, chunksize, False, cleanup, buffersize, task_timeout)
 
     # -- lifecycle --
 

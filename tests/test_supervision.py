@@ -220,3 +220,16 @@ def test_stats_snapshot_counts() -> None:
     assert stats.workers_replaced == 1 and dict(stats.replaced) == {"SIGKILL (-9)": 1}
     assert all(w.pid is not None and (w.rss is None or w.rss > 0) for w in stats.workers)
     assert stats.workers_alive == 2
+
+
+def test_a_call_can_override_the_pools_task_timeout() -> None:
+    with RobustPool(2, task_timeout=30) as pool:
+        start = time.monotonic()
+        with pytest.raises(TaskTimeoutError):
+            pool.apply(_sleep, (20,), task_timeout=0.3)
+        with pytest.raises(TaskTimeoutError):
+            list(pool.imap(_sleep, [0.01, 20], task_timeout=0.3))
+        assert time.monotonic() - start < 5
+        assert pool.map(_sleep, [0.2, 0.2], task_timeout=5) == [0.2, 0.2]
+        with pytest.raises(ValueError):
+            pool.map(_sleep, [0.1], task_timeout=-1)
