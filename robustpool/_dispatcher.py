@@ -262,6 +262,10 @@ class Dispatcher:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+        if threading.current_thread() is not self._thread:
+            # The thread ends right after setting _finished; wait for it so that a pool
+            # built next sees a single-threaded owner again and can fork its supervisor.
+            self._thread.join(1.0)
         return True
 
     def pids(self) -> list[int]:

@@ -1,0 +1,1 @@
+"""Benchmarks comparing robustpool with other Python process pools (``python -m benchmarks``)."""

@@ -1,0 +1,345 @@
+"""The benchmark cases: what each one runs, how it is timed, and how it is summarised.
+
+Every in-process case builds a fresh pool of ``workers`` processes, warms it (every worker
+has run a task, so imports and process start-up are not timed) and times only the
+operation. ``startup`` times construction up to the first result instead. ``recovery`` and
+``imap_memory`` run in fresh child processes (see ``child.py``) because a peer may hang or
+break there, and because peak RSS is per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from . import procs
+from .config import Config
+from .deadline import deadline
+from .peers import CLOSE_TIMEOUT, ROBUSTPOOL, STDLIB, PeerSpec, PoolHandle, mp_default_chunksize
+from .results import Outcome, Row
+from .work import double, echo, noop, spin, warm
+
+MIB = 1 << 20
+
+
+@dataclass
+class Context:
+    """What every measurement shares: the settings, calibration, inputs and notes."""
+
+    config: Config
+    thread_baseline: int
+    spin_loops: int = 0
+    spin_result: int = 0
+    serial_task_s: float = 0.0
+    payload: bytes = b""
+    notes: dict[str, None] = field(default_factory=dict)  # ordered set
+
+    def note(self, text: str) -> None:
+        self.notes[text] = None
+
+    @property
+    def workers(self) -> int:
+        return self.config.workers
+
+    @property
+    def ideal_rate(self) -> float:
+        """cpu_1ms ideal: ``workers`` cores each running tasks at the serial speed (tasks/s)."""
+        return self.workers / self.serial_task_s if self.serial_task_s > 0 else 0.0
+
+
+def warm_up(pool: PoolHandle, workers: int) -> None:
+    """Run a short sleeping task on every worker, so they all exist and have imported the work module."""
+    pids = list(pool.imap(warm, [0.02] * (2 * workers), 1))
+    if len(pids) != 2 * workers:
+        raise RuntimeError(f"warm-up returned {len(pids)} results, expected {2 * workers}")
+
+
+@contextlib.contextmanager
+def fresh_pool(peer: PeerSpec, ctx: Context, *, warmed: bool = True) -> Iterator[tuple[PoolHandle, float]]:
+    """A new pool of ``peer`` and the ``perf_counter()`` taken just before building it.
+
+    Before: waits for the threads of earlier pools to end. After: closes the pool
+    (bounded; killed on failure) and reaps any process it left behind, noting it.
+    """
+    before = procs.children()
+    threads = procs.settle_threads(ctx.thread_baseline)
+    if peer.key == ROBUSTPOOL and threads > 1:
+        ctx.note(
+            f"robustpool: the owner had {threads} threads when a pool was built"
+            f" (baseline {ctx.thread_baseline}), so its supervisor was started as a fresh interpreter, not forked"
+        )
+    start = time.perf_counter()
+    pool = peer.factory(ctx.workers)
+    ok = False
+    try:
+        if warmed:
+            warm_up(pool, ctx.workers)
+        yield pool, start
+        ok = True
+    finally:
+        problem = shutdown(pool, graceful=ok, what=f"{peer.label} shutdown")
+        if problem:
+            ctx.note(f"{peer.label}: {problem}")
+        leaked = procs.reap_children(before)
+        if leaked:
+            ctx.note(f"{peer.label}: processes still alive 2 s after the pool was closed (killed): {'; '.join(leaked)}")
+
+
+def shutdown(pool: PoolHandle, *, graceful: bool, what: str) -> str | None:
+    """Close (or kill) ``pool`` within a bound, killing it if closing fails; describe any failure."""
+    try:
+        with deadline(CLOSE_TIMEOUT + 5, what):
+            if graceful:
+                pool.close()
+            else:
+                pool.kill()
+            return None
+    except Exception as exc:
+        problem = f"{'close' if graceful else 'terminate'} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    if graceful:
+        with contextlib.suppress(Exception), deadline(CLOSE_TIMEOUT + 5, what + " (kill)"):
+            pool.kill()
+    return problem
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+# -- in-process cases ---------------------------------------------------------------------
+
+
+def tiny_map(peer: PeerSpec, ctx: Context) -> Outcome:
+    n = ctx.config.size(200_000, 100)
+    chunksize = None if peer.default_chunksize else mp_default_chunksize(n, ctx.workers)
+    with fresh_pool(peer, ctx) as (pool, _):
+        start = time.perf_counter()
+        out = pool.map(double, range(n), chunksize)
+        elapsed = time.perf_counter() - start
+    _expect(out == list(range(0, 2 * n, 2)), "map returned wrong results")
+    return Outcome(n / elapsed, detail={"chunksize": "own default" if chunksize is None else chunksize})
+
+
+def tiny_imap_c1(peer: PeerSpec, ctx: Context) -> Outcome:
+    n = ctx.config.size(20_000, 50)
+    with fresh_pool(peer, ctx) as (pool, _):
+        start = time.perf_counter()
+        total = count = 0
+        for value in pool.imap(double, range(n), 1):
+            total += value
+            count += 1
+        elapsed = time.perf_counter() - start
+    _expect(count == n and total == n * (n - 1), "imap returned wrong results")
+    return Outcome(n / elapsed)
+
+
+def cpu_1ms(peer: PeerSpec, ctx: Context) -> Outcome:
+    n = ctx.config.size(2_000, 20)
+    with fresh_pool(peer, ctx) as (pool, _):
+        start = time.perf_counter()
+        results = list(pool.imap(spin, [ctx.spin_loops] * n, 1))
+        elapsed = time.perf_counter() - start
+    _expect(len(results) == n and all(r == ctx.spin_result for r in results), "spin returned wrong results")
+    return Outcome(n / elapsed)
+
+
+def payload_1mb(peer: PeerSpec, ctx: Context) -> Outcome:
+    n = ctx.config.size(300, 3)
+    size = len(ctx.payload)
+    with fresh_pool(peer, ctx) as (pool, _):
+        start = time.perf_counter()
+        count = 0
+        for data in pool.imap(echo, [ctx.payload] * n, 1):
+            _expect(len(data) == size and (count > 0 or data == ctx.payload), "echo returned different bytes")
+            count += 1
+        elapsed = time.perf_counter() - start
+    _expect(count == n, f"echo returned {count} results, expected {n}")
+    return Outcome(n * size / MIB / elapsed)
+
+
+def startup(peer: PeerSpec, ctx: Context) -> Outcome:
+    with fresh_pool(peer, ctx, warmed=False) as (pool, start):
+        value = pool.apply(noop, 7)
+        elapsed = time.perf_counter() - start
+    _expect(value == 7, f"noop returned {value!r}")
+    return Outcome(elapsed * 1000)
+
+
+# -- isolated cases (the work itself is in child.py) -------------------------------------
+
+
+def recovery(peer: PeerSpec, ctx: Context) -> Outcome:
+    run = procs.run_child({"case": "recovery", "peer": peer.key, "workers": ctx.workers}, ctx.config.recovery_timeout)
+    if run.leaked:
+        ctx.note(f"{peer.label} recovery: processes outlived the child (killed): {'; '.join(run.leaked)}")
+    if run.result is not None:
+        outcome = Outcome(run.result.get("value"), run.result["status"], run.result.get("detail", {}))
+        if run.timed_out:
+            outcome.detail["shutdown"] = "hung after the result"
+        return outcome
+    last = run.stages[-1] if run.stages else "start"
+    if run.timed_out:
+        return Outcome.failed("hang", after=last)
+    return Outcome.failed(f"error (child exited {run.returncode} after {last}: {_last_line(run.stderr)})")
+
+
+def imap_memory(peer: PeerSpec, ctx: Context) -> Outcome:
+    chunksize = ctx.config.size(100)
+    peaks: list[float] = []
+    for n in (ctx.config.size(10**4, 10), ctx.config.size(10**6, 1000)):
+        request = {"case": "imap_memory", "peer": peer.key, "workers": ctx.workers, "n": n, "chunksize": chunksize}
+        run = procs.run_child(request, ctx.config.memory_timeout)
+        if run.leaked:
+            ctx.note(f"{peer.label} imap_memory: processes outlived the child (killed): {'; '.join(run.leaked)}")
+        if run.result is None:
+            status = "hang" if run.timed_out else f"error (child exited {run.returncode}: {_last_line(run.stderr)})"
+            return Outcome.failed(status, n=n)
+        if run.result["status"] != "ok":
+            return Outcome.failed(run.result["status"], n=n)
+        peaks.append(float(run.result["value"]))
+    small, large = peaks
+    return Outcome(large, detail={"small": small, "ratio": large / small, "chunksize": chunksize})
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no output"
+
+
+# -- summaries (the detail column) --------------------------------------------------------
+
+
+def _no_detail(row: Row, ctx: Context) -> str:
+    return ""
+
+
+def _detail_values(row: Row, key: str) -> list[float | str]:
+    return [o.detail[key] for o in row.outcomes if key in o.detail]
+
+
+def _tiny_map_detail(row: Row, ctx: Context) -> str:
+    sizes = _detail_values(row, "chunksize")
+    return f"chunksize {sizes[0]}" if sizes else ""
+
+
+def _per_item_detail(row: Row, ctx: Context) -> str:
+    median = row.median
+    return f"{1e6 / median:.0f} µs per item" if median else ""
+
+
+def _cpu_detail(row: Row, ctx: Context) -> str:
+    median = row.median
+    if median is None or ctx.ideal_rate <= 0:
+        return ""
+    return f"{median / ctx.ideal_rate:.0%} of ideal {ctx.ideal_rate:,.0f}/s"
+
+
+def _recovery_detail(row: Row, ctx: Context) -> str:
+    parts = []
+    errors = sorted({str(e) for e in _detail_values(row, "task_error")})
+    if errors:
+        parts.append(f"killed task raised {', '.join(errors)}")
+    after = _detail_values(row, "after")
+    if after:
+        parts.append(f"stuck {after[0]}")
+    if _detail_values(row, "shutdown"):
+        parts.append("shutdown hung after the result")
+    return "; ".join(parts)
+
+
+def _memory_detail(row: Row, ctx: Context) -> str:
+    ok = [o for o in row.outcomes if o.ok]
+    if not ok:
+        return ""
+    small = sorted(float(o.detail["small"]) for o in ok)[len(ok) // 2]
+    large = row.median or 0.0
+    n_small, n_large = ctx.config.size(10**4, 10), ctx.config.size(10**6, 1000)
+    capped = " (input capped with islice: stdlib imap drains an infinite generator)" if row.peer == "mp.Pool" else ""
+    return f"{n_small:,} items: {small:.1f} MiB; {n_large:,} items: {large:.1f} MiB; x{large / small:.2f}{capped}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: its measurement for one peer and repeat, and how to read the numbers."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    about: str
+    measure: Callable[[PeerSpec, Context], Outcome]
+    summarize: Callable[[Row, Context], str] = _no_detail
+    only_peers: tuple[str, ...] = ()  # empty: every peer
+
+
+CASES: dict[str, Case] = {
+    case.name: case
+    for case in (
+        Case("tiny_map", "items/s", True, "map(x*2, range(200_000)), default chunksize", tiny_map, _tiny_map_detail),
+        Case(
+            "tiny_imap_c1",
+            "items/s",
+            True,
+            "imap(x*2, range(20_000), chunksize=1): per-task overhead",
+            tiny_imap_c1,
+            _per_item_detail,
+        ),
+        Case("cpu_1ms", "tasks/s", True, "2,000 tasks of ~1 ms pure-Python work, chunksize 1", cpu_1ms, _cpu_detail),
+        Case("payload_1MB", "MiB/s", True, "300 tasks echoing 1 MiB of bytes, chunksize 1", payload_1mb),
+        Case("startup", "ms", False, "pool construction to the first result of a trivial task", startup),
+        Case("recovery", "ms", False, "SIGKILL of a busy worker to the next trivial result", recovery, _recovery_detail),
+        Case(
+            "imap_memory",
+            "MiB",
+            False,
+            "owner peak RSS, imap over 10^4 vs 10^6 items of an infinite generator",
+            imap_memory,
+            _memory_detail,
+            only_peers=(ROBUSTPOOL, STDLIB),
+        ),
+    )
+}
+
+
+def calibrate_spin(target_s: float = 0.001) -> tuple[int, float]:
+    """Loops of ``spin`` taking about ``target_s`` serially here, and the measured time per task.
+
+    Each time is the best of 40 single tasks (the run least disturbed by other load on a
+    shared machine), and the loop count is refined three times from the measured time.
+    """
+    loops = 1_000
+    while _best_time(loops, 3) < 0.02:
+        loops *= 2
+    per_task = _best_time(loops, 3)
+    for _ in range(3):
+        loops = max(1, round(loops * target_s / per_task))
+        per_task = _best_time(loops, 40)
+    return loops, per_task
+
+
+def _best_time(loops: int, samples: int) -> float:
+    best = float("inf")
+    for _ in range(samples):
+        start = time.perf_counter()
+        spin(loops)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def prepare(config: Config, cases: list[Case], thread_baseline: int) -> Context:
+    """Build the shared context: calibrate ``spin`` and make the payload, if those cases run."""
+    ctx = Context(config, thread_baseline)
+    names = {case.name for case in cases}
+    if "cpu_1ms" in names:
+        ctx.spin_loops, ctx.serial_task_s = calibrate_spin()
+        ctx.spin_result = spin(ctx.spin_loops)
+        ctx.note(
+            f"cpu_1ms: spin({ctx.spin_loops:,}) takes {ctx.serial_task_s * 1000:.2f} ms serially here (best of 40);"
+            f" ideal = {ctx.workers} workers x serial speed = {ctx.ideal_rate:,.0f} tasks/s"
+        )
+    if "payload_1MB" in names:
+        ctx.payload = os.urandom(MIB)
+    return ctx

@@ -1,0 +1,145 @@
+"""The runner: every selected case, every peer, round-robin within each repeat, in one run.
+
+For each case, repeat ``r`` runs the peers in the order rotated by ``r`` (so no peer always
+goes first and slow drift on the machine hits every peer alike). A peer that hangs or
+breaks in a case is not run again in that case. Each measurement is bounded by a deadline.
+The medians are then compared with the best peer and with ``multiprocessing.Pool``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from . import procs
+from .cases import CASES, Case, Context, prepare
+from .config import Config
+from .deadline import DeadlineExceeded, deadline
+from .machine import describe
+from .peers import PEERS, STDLIB, PeerSpec, resolve
+from .results import Outcome, Report, Row
+
+
+def select_cases(names: tuple[str, ...]) -> list[Case]:
+    if not names:
+        return list(CASES.values())
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise KeyError(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    return [CASES[n] for n in CASES if n in names]
+
+
+def select_peers(names: tuple[str, ...], notes: list[str]) -> list[PeerSpec]:
+    """The requested peers (all by default) that are installed; a note for each one skipped."""
+    wanted = [resolve(n) for n in names] if names else list(PEERS.values())
+    chosen = []
+    for spec in wanted:
+        reason = spec.missing()
+        if reason is not None:
+            notes.append(f"{spec.label}: skipped, {reason}")
+            continue
+        spec.load()
+        chosen.append(spec)
+    return chosen
+
+
+def measure(case: Case, peer: PeerSpec, ctx: Context) -> Outcome:
+    """One repeat of ``case`` for ``peer``, bounded by the case deadline; failures become outcomes."""
+    limit = ctx.config.case_timeout
+    try:
+        with deadline(limit, f"{case.name} for {peer.label}"):
+            return case.measure(peer, ctx)
+    except DeadlineExceeded:
+        return Outcome.failed("hang", after=f"in-process measurement exceeded {limit:g} s")
+    except Exception as exc:
+        message = " ".join(str(exc).split())[:160]
+        return Outcome.failed(f"error ({type(exc).__name__}: {message})")
+
+
+def _stops_repeats(outcome: Outcome) -> bool:
+    return outcome.status == "hang" or outcome.status.startswith("broken")
+
+
+def _progress(out: TextIO | None, text: str) -> None:
+    if out is not None:
+        print(text, file=out, flush=True)
+
+
+def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
+    """Run the harness and return its Report (nothing is printed but progress)."""
+    started = time.monotonic()
+    notes: list[str] = []
+    cases = select_cases(config.cases)
+    peers = select_peers(config.peers, notes)
+    ctx = prepare(config, cases, procs.thread_count())
+    machine = describe(peers)
+    rows: list[Row] = []
+    for case in cases:
+        case_peers = [p for p in peers if not case.only_peers or p.key in case.only_peers]
+        case_rows = {p.key: Row(case.name, p.label, case.unit, case.higher_is_better) for p in case_peers}
+        stopped: set[str] = set()
+        repeats = config.repeats_for(case.name)
+        for r in range(repeats):
+            shift = r % len(case_peers) if case_peers else 0
+            for peer in case_peers[shift:] + case_peers[:shift]:
+                if peer.key in stopped:
+                    continue
+                outcome = measure(case, peer, ctx)
+                case_rows[peer.key].outcomes.append(outcome)
+                if _stops_repeats(outcome):
+                    stopped.add(peer.key)
+                shown = f"{outcome.value:,.1f} {case.unit}" if outcome.ok and outcome.value is not None else outcome.status
+                _progress(progress, f"[{time.monotonic() - started:6.1f}s] {case.name} {r + 1}/{repeats} {peer.label}: {shown}")
+        _rank(list(case_rows.values()), case_rows.get(STDLIB))
+        for row in case_rows.values():
+            row.detail = case.summarize(row, ctx)
+        rows += case_rows.values()
+    notes += _standard_notes(cases, peers, ctx)
+    notes += list(ctx.notes)
+    about = {case.name: case.about for case in cases}
+    return Report(rows, machine, notes, time.monotonic() - started, about)
+
+
+def _rank(rows: list[Row], stdlib: Row | None) -> None:
+    medians = [row.median for row in rows if row.median is not None]
+    if not rows or not medians:
+        return
+    best = max(medians) if rows[0].higher_is_better else min(medians)
+    for row in rows:
+        row.ratio_best = row.slowdown(best)
+        row.ratio_stdlib = row.slowdown(stdlib.median) if stdlib is not None else None
+
+
+def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> list[str]:
+    names = {case.name for case in cases}
+    notes = [f"{ctx.workers} workers for every pool; a fresh pool per repeat, warmed on every worker first (except startup)"]
+    if ctx.config.scale != 1:
+        notes.append(f"every workload size is scaled by {ctx.config.scale:g} (the case descriptions give the full sizes)")
+    if "tiny_map" in names:
+        no_default = [p.label for p in peers if not p.default_chunksize]
+        if no_default:
+            n = ctx.config.size(200_000, 100)
+            notes.append(
+                f"tiny_map: {', '.join(no_default)} default to chunksize 1; they were given multiprocessing's default"
+                f" ceil(n / (4 x workers)) = {-(-n // (4 * ctx.workers)):,}; the others used their own default"
+            )
+    if names & {"tiny_imap_c1", "cpu_1ms", "payload_1MB"}:
+        notes.append(
+            "chunksize-1 cases: Pool.imap (robustpool, mp.Pool), Executor.map(chunksize=1) (PPE, loky),"
+            " pool.map(chunksize=1).result() (pebble), WorkerPool.imap(chunk_size=1) (mpire)"
+        )
+    if "recovery" in names:
+        notes.append(
+            f"recovery: in a fresh child per repeat (limit {ctx.config.recovery_timeout:g} s): warm pool, a task SIGKILLs its"
+            " worker, its error is awaited, then one trivial task; time from the kill to that result"
+        )
+    if "imap_memory" in names:
+        notes.append(
+            f"imap_memory: peak RSS (VmHWM) of a fresh owner process per run, chunksize {ctx.config.size(100)};"
+            " the value is the large run, the detail has both"
+        )
+    for spec in peers:
+        notes += spec.notes
+    notes.append("ratios are slowdown factors: 1.00 = as good as the reference, 2.00 = half as good (time, MiB or 1/throughput)")
+    return notes

@@ -1,0 +1,82 @@
+"""Smoke test of the benchmark harness: every case runs, tiny, for robustpool and the stdlib Pool.
+
+It checks that each case produces a successful row (so a broken case fails here), that the
+stdlib Pool's recovery is reported as a hang rather than crashing the harness, that a
+missing peer is skipped with a note, and that both renderings contain every row. It never
+looks at the numbers themselves: timings on a shared machine mean nothing here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+# The benchmarks package is not installed (only robustpool is): import it from the checkout,
+# also when pytest is started as `pytest` rather than `python -m pytest`.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import cli  # noqa: E402
+from benchmarks.cases import CASES  # noqa: E402
+from benchmarks.config import Config  # noqa: E402
+from benchmarks.harness import run  # noqa: E402
+from benchmarks.peers import PeerSpec  # noqa: E402
+from benchmarks.report import markdown, text  # noqa: E402
+
+TINY = Config(
+    repeats=2,
+    peers=("robustpool", "multiprocessing", "mpire"),
+    scale=0.01,
+    recovery_timeout=4.0,
+    case_timeout=15.0,
+    memory_timeout=15.0,
+)
+
+
+def test_every_case_produces_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_missing = PeerSpec.missing
+
+    def pretend_mpire_is_missing(self: PeerSpec) -> str | None:
+        return "pretending it is not installed" if self.key == "mpire" else real_missing(self)
+
+    monkeypatch.setattr(PeerSpec, "missing", pretend_mpire_is_missing)
+    report = run(TINY, progress=None)
+
+    assert any(note.startswith("mpire: skipped") for note in report.notes)
+    assert {row.peer for row in report.rows} == {"robustpool", "mp.Pool"}
+    for case in CASES:
+        robust = report.row(case, "robustpool")
+        stdlib = report.row(case, "mp.Pool")
+        assert robust is not None and stdlib is not None, f"no rows for {case}"
+        assert robust.status == "ok", f"{case}: robustpool {robust.status}"
+        assert robust.median is not None and robust.median > 0
+        assert len(robust.outcomes) == TINY.repeats_for(case)
+        assert robust.ratio_best is not None and robust.ratio_best >= 1.0
+        if case == "recovery":
+            assert stdlib.status == "hang"  # the stdlib Pool never returns the killed task's result
+            assert "WorkerLostError" in robust.detail
+        else:
+            assert stdlib.status == "ok", f"{case}: mp.Pool {stdlib.status}"
+            assert robust.ratio_stdlib is not None
+    memory = report.row("imap_memory", "robustpool")
+    assert memory is not None and "MiB" in memory.detail
+
+    table = text(report)
+    document = markdown(report)
+    for case in CASES:
+        assert case in table
+        assert f"| {case} | robustpool |" in document
+    assert "## Machine" in document and "python" in document
+
+
+def test_command_line_options(tmp_path: Path) -> None:
+    config, path, quiet = cli.parse(["--repeats", "4", "--cases", "startup,recovery", "--peers", "robustpool,mp", "--quiet"])
+    assert config.repeats == 4 and config.cases == ("startup", "recovery") and config.peers == ("robustpool", "mp")
+    assert config.repeats_for("recovery") == 3 and path is None and quiet
+    config, path, _ = cli.parse(["--quick", "--markdown", str(tmp_path / "out.md")])
+    assert config.scale < 1 and path == tmp_path / "out.md"
+    with pytest.raises(SystemExit):
+        cli.parse(["--cases", "no_such_case"])
