@@ -83,6 +83,8 @@ log = logging.getLogger("robustpool")
 
 _FUNC_CACHE = 128  # mirrors the worker's cache of unpickled functions (see _worker)
 _SOCKET_BUFFER = 4 << 20
+_BATCH_TARGET_S = 0.0002  # imap(chunksize=1) batches tiny items up to this much work
+_MAX_BATCH = 32
 _MAX_DEPTH = 64  # most tasks queued on one worker
 _TARGET_QUEUE_S = 0.002  # keep about this much work queued per worker, for tiny tasks
 _WATCH_INTERVAL = 0.02  # how often the supervisor checks deadlines, once any task has one
@@ -239,6 +241,19 @@ class Dispatcher:
         deferred = self._deferred
         while deferred:
             deferred.pop().wake()
+
+    def batch_hint(self, ahead: int) -> int:
+        """How many consecutive items of a chunksize-1 ``imap`` to send as one task.
+
+        Items keep their own result, error and attribution inside a task, so the only
+        effect is fewer frames: worth it when items are tiny (about _BATCH_TARGET_S of work
+        per task), never more than leaves every worker a share of the window.
+        """
+        ewma = self._ewma
+        if ewma is None:
+            return 1
+        share = max(1, ahead // (2 * self.settings.processes))
+        return max(1, min(_MAX_BATCH, share, int(_BATCH_TARGET_S / max(ewma, 1e-7))))
 
     def feeder_opened(self) -> None:
         with self._feeders_lock:

@@ -278,8 +278,9 @@ class IMapIterator(Generic[T]):
                 return
             chunk: list[Any] = []
             error: BaseException | None = None
+            size = self._chunksize if self._chunksize > 1 else self._engine.batch_hint(self._ahead)
             try:
-                for _ in range(self._chunksize):
+                for _ in range(size):
                     chunk.append(next(self._input))
             except StopIteration:
                 self._input = None
