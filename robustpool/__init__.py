@@ -3,20 +3,43 @@
 A supervisor process watches every worker and turns each death into one error attributed
 to the task that was running; closures travel with cloudpickle; worker tracebacks come back
 real (tblib); ``imap`` iterators clean up every result the consumer never received.
+
+Public names are imported on first use (PEP 562): a supervisor started as a fresh
+interpreter imports only the modules it needs, which keeps its start-up short.
 """
 
-from ._dispatcher import PoolStats, WorkerStats
-from ._errors import (
-    InitializerError,
-    PoolTerminatedError,
-    RemoteTaskError,
-    RobustPoolError,
-    TaskSerializationError,
-    TaskTimeoutError,
-    WorkerLostError,
-)
-from ._pool import RobustPool
-from ._results import AsyncResult, IMapIterator, MapResult
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from ._dispatcher import PoolStats, WorkerStats
+    from ._errors import (
+        InitializerError,
+        PoolTerminatedError,
+        RemoteTaskError,
+        RobustPoolError,
+        TaskSerializationError,
+        TaskTimeoutError,
+        WorkerLostError,
+    )
+    from ._pool import RobustPool
+    from ._results import AsyncResult, IMapIterator, MapResult
+
+_WHERE = {
+    "AsyncResult": "._results",
+    "IMapIterator": "._results",
+    "InitializerError": "._errors",
+    "MapResult": "._results",
+    "PoolStats": "._dispatcher",
+    "PoolTerminatedError": "._errors",
+    "RemoteTaskError": "._errors",
+    "RobustPool": "._pool",
+    "RobustPoolError": "._errors",
+    "TaskSerializationError": "._errors",
+    "TaskTimeoutError": "._errors",
+    "WorkerLostError": "._errors",
+    "WorkerStats": "._dispatcher",
+}
 
 __all__ = [
     "AsyncResult",
@@ -35,3 +58,16 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'robustpool' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
