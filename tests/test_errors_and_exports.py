@@ -38,6 +38,7 @@ EXPECTED_PUBLIC = {
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
     assert set(robustpool.__all__) == EXPECTED_PUBLIC
+    assert set(robustpool._WHERE) == EXPECTED_PUBLIC  # the lazy namespace serves every name
     for name in robustpool.__all__:
         assert getattr(robustpool, name).__module__.startswith("robustpool.")
     public_modules = [m for m in dir(robustpool) if not m.startswith("_") and m not in EXPECTED_PUBLIC]
