@@ -34,19 +34,39 @@ _MAIN_MARKER = b"__main__"
 loads = pickle.loads
 
 
+class _ByValue(Exception):
+    """Raised inside the fast pickler: this object must go through cloudpickle."""
+
+
+class _FastPickler(pickle.Pickler):
+    """The C pickler, refusing anything that belongs to ``__main__``.
+
+    By-reference pickles of ``__main__`` objects only resolve in a process that ran the
+    same ``__main__``, and a fresh supervisor did not. ``reducer_override`` is called only
+    for functions, classes and instances, never for builtin data, so plain data pays
+    nothing for the check (no scan of the output either).
+    """
+
+    def reducer_override(self, obj: object) -> Any:
+        named = isinstance(obj, (type, types.FunctionType))
+        module = getattr(obj, "__module__", None) if named else type(obj).__module__
+        if module == "__main__":
+            raise _ByValue
+        return NotImplemented
+
+
 def dumps(obj: object) -> bytes:
     """Pickle ``obj`` fast when plain pickle can do it faithfully, else with cloudpickle."""
+    buf = io.BytesIO()
     try:
-        data = pickle.dumps(obj, PROTOCOL)
+        # Pickling into a BytesIO lets large bytes objects be written without the extra
+        # copy pickle.dumps makes of its whole output.
+        _FastPickler(buf, PROTOCOL).dump(obj)
     except Exception:
         # The standard pickler refuses lambdas, closures and classes it cannot import by
         # name; cloudpickle carries those by value (and raises if it cannot either).
         return _cloud_dumps(obj)
-    if _MAIN_MARKER in data:
-        # By-reference pickles of __main__ objects only resolve in a process that ran the
-        # same __main__; a fresh supervisor did not. A false positive only costs speed.
-        return _cloud_dumps(obj)
-    return data
+    return buf.getvalue()
 
 
 def _cloud_dumps(obj: object) -> bytes:
