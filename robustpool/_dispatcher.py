@@ -626,7 +626,9 @@ class Dispatcher:
             # A death during a task is reported to that task's caller too; one while idle
             # is only seen here, so it is louder.
             level = logging.INFO if phase not in (Phase.IDLE, Phase.INIT) else logging.WARNING
-            log.log(level, "robustpool: worker %s exited with %s", msg.pid, _exit_words(msg.exitcode))
+            who = f"worker {msg.pid}" if msg.pid else "a worker that was still starting"
+            why = f" ({msg.reason})" if msg.reason and msg.reason != "timeout" else ""
+            log.log(level, "robustpool: %s exited with %s%s", who, _exit_words(msg.exitcode), why)
         requeue: list[Task] = []
         for t in w.inflight:
             if phase not in (Phase.IDLE, Phase.INIT) and t.task_id == task_id:
