@@ -570,6 +570,12 @@ class Dispatcher:
             t.job.fail(t.start + k, exc)
 
     def _fail_unpickled(self, t: Task, exc: BaseException) -> None:
+        if t.count > 1:
+            # One item's result could not be rebuilt here, and a task's results travel as
+            # one pickle: run each item alone, so only that item fails and the others are
+            # delivered (their work is done twice, as around a worker death).
+            self._pending.extendleft(reversed(t.split(range(t.count))))
+            return
         for k in range(t.count):
             err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
             err.__cause__ = exc

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from . import _serialize as ser
 from ._dispatcher import Dispatcher, PoolStats, Settings, shutdown_all
 from ._errors import TaskSerializationError
-from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult
+from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult, _IMapJob
 from ._settings import parse_memory, positive_int, seconds
 from ._tasks import FuncRef, Job, make_tasks, pickle_function
 from ._wire import Mode
@@ -315,9 +315,8 @@ class RobustPool:
             positive_int("buffersize", buffersize)
         ref = self._function(func)
         window = buffersize or self._buffersize
-        it: IMapIterator[Any] = IMapIterator(
-            self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, self._close_timeout, timeout
-        )
+        job = _IMapJob(self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, self._close_timeout, timeout)
+        it: IMapIterator[Any] = IMapIterator(job)
         self._iterators.add(it)
         return it
 
@@ -363,7 +362,7 @@ class RobustPool:
             # Lazy iterators still owe their input: read it now, as the standard
             # library's eager imap would have.
             for it in list(self._iterators):
-                it._feed(everything=True)
+                it._job._feed(everything=True)
         self._engine.join(timeout)
 
     def terminate(self) -> None:
@@ -376,12 +375,12 @@ class RobustPool:
         errors: list[Exception] = []
         iterators = list(self._iterators)
         for it in iterators:
-            it._hold_late()  # results drained while stopping are cleaned below, here
-            errors += it._close()
+            it._job._hold_late()  # results drained while stopping are cleaned below, here
+            errors += it._job._close()
         self._engine.terminate()
         self._engine.join()
         for it in iterators:
-            errors += it._release_late()
+            errors += it._job._release_late()
         if errors:
             raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
 

@@ -207,8 +207,13 @@ class FutureJob:
         """The future was cancelled before it ran; nothing more to do."""
 
 
-class IMapIterator(Generic[T]):
-    """The iterator returned by ``imap``/``imap_unordered``.
+class _IMapJob:
+    """The state behind an ``imap``/``imap_unordered`` iterator (see IMapIterator).
+
+    Tasks in the dispatcher point here, never at the user's iterator: when the user drops
+    the iterator it is collected at once and closes this job, even while tasks are still
+    running. (Were the tasks to point at the iterator, a dropped iterator would live on, and
+    ``join()`` would go on reading its input, possibly forever.)
 
     Input is read lazily, in the consumer's thread, keeping at most ``buffersize`` chunks
     ahead of the consumer. An item's error is raised at that item's position (``imap``) or
@@ -371,13 +376,7 @@ class IMapIterator(Generic[T]):
 
     # -- user side --
 
-    def __iter__(self) -> IMapIterator[T]:
-        return self
-
-    def __next__(self) -> T:
-        return self.next()
-
-    def next(self, timeout: float | None = None) -> T:
+    def next(self, timeout: float | None = None) -> Any:
         self._feed()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -393,22 +392,14 @@ class IMapIterator(Generic[T]):
                 self._cond.wait(remaining)
         ok, value = got
         if ok:
-            return value  # type: ignore[no-any-return]
+            return value
         raise value
-
-    __next__.__doc__ = "Return the next result, raising an item's exception at its position."
 
     def _take(self) -> tuple[bool, Any] | None:
         got = self._by_index.pop(self._yielded, None) if self._ordered else self._arrived.popleft() if self._arrived else None
         if got is not None:
             self._yielded += 1
         return got
-
-    def __enter__(self) -> IMapIterator[T]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop: cancel unstarted tasks, and clean every computed result never handed out.
@@ -466,7 +457,50 @@ class IMapIterator(Generic[T]):
         self._engine.cancel(self)
         return run_cleanups(self._cleanup, buffered) if self._cleanup else []
 
+
+class IMapIterator(Generic[T]):
+    """The iterator returned by ``imap``/``imap_unordered``.
+
+    Input is read lazily, in the consumer's thread, keeping at most ``buffersize`` chunks
+    ahead of the consumer. An item's error is raised at that item's position (``imap``) or
+    when it arrives (``imap_unordered``) and iteration can continue afterwards;
+    ``next(timeout)`` raises ``multiprocessing.TimeoutError``.
+
+    Closing (``close()``, leaving ``with``, garbage collection, terminating the pool) keeps
+    the cleanup promise: every computed result the consumer never received is passed to
+    ``cleanup`` exactly once, in the owner; tasks not yet started are cancelled.
+    """
+
+    def __init__(self, job: _IMapJob) -> None:
+        self._job = job
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        return self._job.next()  # type: ignore[no-any-return]
+
+    def next(self, timeout: float | None = None) -> T:
+        """Return the next result, raising an item's exception at its position."""
+        return self._job.next(timeout)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Cancel unstarted tasks and clean every computed result never handed out.
+
+        Waits up to the pool's ``close_timeout`` for tasks already running; results that
+        arrive later are cleaned on arrival. Raises an ExceptionGroup if cleanups failed,
+        after running all of them.
+        """
+        self._job.close()
+
+    def __enter__(self) -> IMapIterator[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._job.close()
+
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        job = getattr(self, "_job", None)
+        if job is not None and not job._closed:
             with contextlib.suppress(BaseException):
-                self._close()
+                job._close()
