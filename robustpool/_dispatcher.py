@@ -530,9 +530,11 @@ class Dispatcher:
 
     def _on_result(self, w: _Worker, payload: bytes | bytearray) -> None:
         task_id, status, spent = RESULT_HEAD.unpack_from(payload)
+        if not w.inflight or w.inflight[0].task_id != task_id:
+            # Its task was already settled (the pool broke while it ran): nobody waits.
+            log.debug("robustpool: dropping a result of worker %s for settled task %s", w.pid, task_id)
+            return
         t = w.inflight.popleft()
-        if t.task_id != task_id:  # pragma: no cover - would be a protocol bug
-            raise RuntimeError(f"worker {w.pid} answered task {task_id}, expected {t.task_id}")
         per_item = spent / t.count
         self._ewma = per_item if self._ewma is None else 0.8 * self._ewma + 0.2 * per_item
         body = memoryview(payload)[RESULT_HEAD.size :]
@@ -636,6 +638,9 @@ class Dispatcher:
             why = f" ({msg.reason})" if msg.reason and msg.reason != "timeout" else ""
             log.log(level, "robustpool: %s exited with %s%s", who, _exit_words(msg.exitcode), why)
         requeue: list[Task] = []
+        if self._terminating:
+            while w.inflight:
+                self._fail_task(w.inflight.popleft(), PoolTerminatedError())
         for t in w.inflight:
             if phase not in (Phase.IDLE, Phase.INIT) and t.task_id == task_id:
                 requeue += self._blame(t, w, msg, phase, item, started)
@@ -786,12 +791,15 @@ class Dispatcher:
         for k in range(t.count):
             t.job.fail(t.start + k, err)
 
-    def _fail_everything(self, err: BaseException) -> None:
+    def _fail_queued(self, err: BaseException) -> None:
         while self._pending:
             self._fail_task(self._pending.popleft(), err)
         while self._incoming:
             for t in self._incoming.popleft():
                 self._fail_task(t, err)
+
+    def _fail_everything(self, err: BaseException) -> None:
+        self._fail_queued(err)
         for w in self._workers.values():
             while w.inflight:
                 self._fail_task(w.inflight.popleft(), err)
@@ -826,7 +834,9 @@ class Dispatcher:
         self._closing = True
         for w in list(self._workers.values()):
             self._read(w, drain=True)  # complete results already sent still count
-        self._fail_everything(PoolTerminatedError())
+        # Queued work fails now; tasks inside workers fail when each worker's exit is
+        # reported, so a result that still arrives first is delivered (or cleaned).
+        self._fail_queued(PoolTerminatedError())
         self._begin_stop(_TERM_GRACE, polite=False)
 
     def _begin_stop(self, grace: float, polite: bool) -> None:

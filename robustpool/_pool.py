@@ -17,6 +17,7 @@ Deliberate differences from ``multiprocessing.Pool`` (all documented in the READ
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import threading
 import warnings
@@ -360,7 +361,10 @@ class RobustPool:
             raise ValueError("Pool is still running")
         if self._state == _CLOSE:
             # Lazy iterators still owe their input: read it now, as the standard
-            # library's eager imap would have.
+            # library's eager imap would have -- but only for iterators the caller can
+            # still reach. One dropped inside a reference cycle is collected (and closed)
+            # first, so a dropped endless input is never read forever.
+            gc.collect()
             for it in list(self._iterators):
                 it._job._feed(everything=True)
         self._engine.join(timeout)

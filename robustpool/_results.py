@@ -478,11 +478,17 @@ class IMapIterator(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        return self._job.next()  # type: ignore[no-any-return]
+        # `self` is dropped first: an item's exception keeps this frame in its traceback,
+        # and a caller that stores the exception must not keep the iterator alive by it.
+        job = self._job
+        del self
+        return job.next()  # type: ignore[no-any-return]
 
     def next(self, timeout: float | None = None) -> T:
         """Return the next result, raising an item's exception at its position."""
-        return self._job.next(timeout)  # type: ignore[no-any-return]
+        job = self._job
+        del self
+        return job.next(timeout)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Cancel unstarted tasks and clean every computed result never handed out.
