@@ -365,6 +365,8 @@ class Dispatcher:
         events = self._selector.select(timeout)
         self._sleeping = False
         for key, mask in events:
+            if self._finished.is_set():
+                return  # _finish() closed the sockets these events are about
             key.data(mask)
         self._wake_jobs()
 
@@ -891,8 +893,10 @@ def _read_slot(w: _Worker) -> tuple[int, Phase, int, int]:
     """
     view = w.slot_view
     task_id, raw, item, started = view[SLOT_TASK], view[SLOT_PHASE], view[SLOT_ITEM], view[SLOT_STARTED]
+    if raw in (Phase.IDLE, Phase.INIT):
+        return task_id, Phase(raw), item, started  # nothing was running: the rest is stale
     known = {t.task_id: t for t in w.inflight}
-    if raw in Phase._value2member_map_ and (task_id in known or raw in (Phase.IDLE, Phase.INIT)):
+    if raw in Phase._value2member_map_ and task_id in known:
         count = known[task_id].count if task_id in known else 1
         if 0 <= item < count:
             return task_id, Phase(raw), item, started

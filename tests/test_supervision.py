@@ -233,3 +233,15 @@ def test_a_call_can_override_the_pools_task_timeout() -> None:
         assert pool.map(_sleep, [0.2, 0.2], task_timeout=5) == [0.2, 0.2]
         with pytest.raises(ValueError):
             pool.map(_sleep, [0.1], task_timeout=-1)
+
+
+def test_a_task_queued_on_an_idle_worker_killed_from_outside_runs_elsewhere() -> None:
+    # The worker's last task was a chunk, so its slot holds a stale item index >= 1.
+    with RobustPool(1, start_method="fork") as pool:
+        pool.map(_pid, [1, 2], chunksize=2)
+        (pid,) = pool.worker_pids()
+        os.kill(pid, signal.SIGSTOP)  # idle and frozen: the next task waits in its pipe
+        pending = pool.apply_async(abs, (-5,))
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        assert pending.get(timeout=30) == 5
