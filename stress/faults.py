@@ -10,7 +10,8 @@ Contract of :func:`run`:
 
 * a fault that kills the worker or raises fires *before* the result file is created, so a
   failed item never leaves a file behind (the file exists only for a computed result);
-* a successful item creates ``<results>/<token>@<pid>`` (empty) and returns an :class:`Outcome`
+* a successful item creates ``<results>/<token>@<pid>@<nonce>`` (empty, one per execution)
+  and returns an :class:`Outcome`
   whose ``check`` is :func:`expected_check` of its token (and of its payload), so the owner
   verifies every value it receives;
 * ``once`` faults fire only on an item's first attempt: the attempt is recorded by creating
@@ -209,7 +210,9 @@ def run(spec: Spec) -> Any:
         return replacement
     if spec.work:
         time.sleep(spec.work)
-    path = os.path.join(spec.results, f"{spec.token}@{os.getpid()}")
+    # One file per execution: an item run twice (a re-run after its worker died, or after
+    # its batch's results were lost) leaves two files, and only the delivered one is removed.
+    path = os.path.join(spec.results, f"{spec.token}@{os.getpid()}@{os.urandom(4).hex()}")
     # Created last: a result file exists only for a result the worker computed.
     with open(path, "wb"):
         pass

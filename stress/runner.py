@@ -834,21 +834,22 @@ class Runner:
         """
         rep = self.report
         dead = self._dead_workers()
-        files: dict[str, list[int]] = {}
+        files: dict[str, list[tuple[int, str]]] = {}  # token -> (writer pid, file name)
         for name in os.listdir(self.results):
-            token, _, writer = name.partition("@")
-            files.setdefault(token, []).append(int(writer))
+            token, writer, _nonce = name.split("@")
+            files.setdefault(token, []).append((int(writer), name))
         for job in jobs:
             failed_map = job.api == "map_async" and job.error is not None
             error_owners: list[Item] = []
             for item in job.items:
-                writers = files.get(item.token, [])
-                for pid in writers:
+                live = []
+                for pid, name in files.get(item.token, []):
                     if pid in dead or self.terminated:
                         # Its worker died before sending it: an orphan, not a leak.
                         rep.orphans += 1
-                        (self.results / f"{item.token}@{pid}").unlink()
-                live = [pid for pid in writers if pid not in dead and not self.terminated]
+                        (self.results / name).unlink()
+                    else:
+                        live.append(pid)
                 exists = bool(live)
                 handed = item.values + len(item.errors)
                 outcomes = handed + item.cleaned
@@ -868,10 +869,17 @@ class Runner:
                 if item.cleaned and not handed:
                     rep.cleanups_owed += 1
                 if outcomes:
-                    if exists and item.errors and not item.values and not item.cleaned:
-                        lost(f"its result was computed, yet it got {item.errors} and the result was never cleaned")
-                    elif exists:
-                        lost("its result file is still there after its outcome")
+                    if exists:
+                        # It has its outcome, but a result it computed reached nobody: the
+                        # item ran more than once (or failed after computing), and that
+                        # result was dropped without a cleanup.
+                        rep.cleanups_owed += 1
+                        got = f"{item.values} value(s), errors {item.errors}, {item.cleaned} cleanup(s)"
+                        rep.violation(
+                            "leaked_result",
+                            f"{where}: ended with {got}, yet a result it computed in worker {live} (alive) "
+                            "was never handed nor cleaned",
+                        )
                 elif failed_map:
                     if exists:
                         lost(f"computed in a map_async that raised {job.error}, never cleaned")
@@ -1174,7 +1182,7 @@ def owner_child(directory: str, seed: int, workers: int, start_method: str) -> i
     dying = {int(n[6:]) for n in os.listdir(markers) if n.startswith("dying-")}
     orphans = left = 0
     for name in os.listdir(results):
-        if int(name.partition("@")[2]) in dying:
+        if int(name.split("@")[1]) in dying:
             orphans += 1
         else:
             left += 1
