@@ -58,6 +58,7 @@ from ._errors import (
     TaskSerializationError,
     TaskTimeoutError,
     WorkerLostError,
+    describe_exitcode,
 )
 from ._tasks import Job, Task
 from ._wire import (
@@ -632,13 +633,13 @@ class Dispatcher:
         task_id, phase, item, started = _read_slot(w)
         expected = (w.quitting and msg.exitcode == 0) or self._stopping
         if not expected:
-            self._count_exit(msg.reason if msg.reason == "timeout" else _exit_words(msg.exitcode))
+            self._count_exit(msg.reason if msg.reason == "timeout" else describe_exitcode(msg.exitcode))
             # A death during a task is reported to that task's caller too; one while idle
             # is only seen here, so it is louder.
             level = logging.INFO if phase not in (Phase.IDLE, Phase.INIT) else logging.WARNING
             who = f"worker {msg.pid}" if msg.pid else "a worker that was still starting"
             why = f" ({msg.reason})" if msg.reason and msg.reason != "timeout" else ""
-            log.log(level, "robustpool: %s exited with %s%s", who, _exit_words(msg.exitcode), why)
+            log.log(level, "robustpool: %s exited with %s%s", who, describe_exitcode(msg.exitcode), why)
         requeue: list[Task] = []
         if self._terminating:
             while w.inflight:
@@ -655,9 +656,9 @@ class Dispatcher:
         if w.init_error is not None or (phase == Phase.INIT and not w.ready):
             self._on_init_failure(w, msg)
         if not self._stopping and self._broken is None:
-            self._replace(w)
+            self._replace()
 
-    def _replace(self, gone: _Worker) -> None:
+    def _replace(self) -> None:
         active = sum(1 for w in self._workers.values() if w.accepting)
         if active < self.settings.processes and not self._closing_done():
             self._spawn()
@@ -686,7 +687,7 @@ class Dispatcher:
             retry = t.sub(k, k + 1)
             for nt in retry:
                 nt.attempts = list(t.attempts)
-            log.warning("robustpool: retrying %s after worker %s died (%s)", t.describe(k), pid, _exit_words(msg.exitcode))
+            log.warning("robustpool: retrying %s after worker %s died (%s)", t.describe(k), pid, describe_exitcode(msg.exitcode))
             again = retry + again
             self._retried += 1
         else:
@@ -736,7 +737,7 @@ class Dispatcher:
 
     def _on_init_failure(self, w: _Worker, msg: WorkerExited) -> None:
         self._init_failures += 1
-        text = w.init_error or f"the worker died from {_exit_words(msg.exitcode)} while running the initializer\n"
+        text = w.init_error or f"the worker died from {describe_exitcode(msg.exitcode)} while running the initializer\n"
         log.error("robustpool: the initializer failed in worker %s:\n%s", msg.pid, text)
         if self._init_failures >= _INIT_FAILURES and self._broken is None:
             self._broken = InitializerError(self._init_failures, text)
@@ -766,7 +767,9 @@ class Dispatcher:
             self._finish()
             return
         code = self._supervisor.poll()
-        log.error("robustpool: the supervisor (pid %s) died with %s; starting a new one", self._supervisor.pid, _exit_words(code))
+        log.error(
+            "robustpool: the supervisor (pid %s) died with %s; starting a new one", self._supervisor.pid, describe_exitcode(code)
+        )
         # Its workers die with it (PR_SET_PDEATHSIG); make sure of it where that is missing.
         self._kill_known_workers()
         for w in list(self._workers.values()):
@@ -916,12 +919,6 @@ def _describe_serialization_error(exc: BaseException, t: Task, k: int) -> None:
 def _label(t: Task, k: int) -> str:
     idx = t.index(k)
     return f"#{idx} {t.describe(k)}" if idx is not None else t.describe(k)
-
-
-def _exit_words(code: int | None) -> str:
-    from ._errors import describe_exitcode
-
-    return describe_exitcode(code)
 
 
 def shutdown_all(dispatchers: Iterable[Dispatcher] = ()) -> None:

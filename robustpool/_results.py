@@ -101,9 +101,6 @@ class AsyncResult(Generic[T]):
         raise self._value
 
 
-ApplyResult = AsyncResult
-
-
 class MapResult(AsyncResult[list[T]]):
     """The result of ``map_async``/``starmap_async``: a list once every item is done.
 

@@ -176,11 +176,6 @@ class FrameReader:
         while (item := self.next()) is not None:
             yield item
 
-    @property
-    def partial(self) -> bool:
-        """True when a frame has begun arriving but is not complete."""
-        return self._big is not None or len(self._buf) > self._pos
-
 
 # --- progress slot -----------------------------------------------------------------------
 
@@ -203,10 +198,3 @@ def new_slot_fd() -> int:
 def map_slot(fd: int) -> tuple[mmap.mmap, memoryview]:
     mm = mmap.mmap(fd, SLOT_SIZE)
     return mm, memoryview(mm).cast("q")
-
-
-def read_slot(view: memoryview) -> tuple[int, Phase, int, int, int]:
-    """(task id, phase, item, started ns, deadline ns) as the worker last published them."""
-    phase = Phase(view[SLOT_PHASE])
-    task, item, started, deadline = (int(view[i]) for i in (SLOT_TASK, SLOT_ITEM, SLOT_STARTED, SLOT_DEADLINE))
-    return task, phase, item, started, deadline
