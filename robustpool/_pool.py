@@ -20,6 +20,7 @@ import atexit
 import gc
 import os
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -365,8 +366,11 @@ class RobustPool:
             # still reach. One dropped inside a reference cycle is collected (and closed)
             # first, so a dropped endless input is never read forever.
             gc.collect()
+            deadline = None if timeout is None else time.monotonic() + timeout
             for it in list(self._iterators):
-                it._job._feed(everything=True)
+                it._job._feed(everything=True, deadline=deadline)
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
         self._engine.join(timeout)
 
     def terminate(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _serialize as ser
 from ._tasks import FuncRef, Task, make_tasks
 from ._wire import Mode
 
@@ -261,22 +262,31 @@ class _IMapJob:
 
     # -- feeding (user threads) --
 
-    def _feed(self, everything: bool = False) -> None:
+    def _feed(self, everything: bool = False, deadline: float | None = None) -> None:
+        """Read more input into tasks: up to the window, or (``everything``) all of it,
+        submitting as it goes and stopping at ``deadline`` (a ``time.monotonic()``)."""
         # Refill only once half the window is free: tasks then go out in batches (one
         # wakeup and one write per batch) instead of one syscall pair per consumed item.
         if self._input is None or (not everything and self._fed - self._yielded > self._ahead // 2):
             return
         with self._feed_lock:
-            tasks: list[Task] = []
-            try:
-                self._feed_locked(tasks, everything)
-            finally:
-                if tasks:
-                    self._engine.submit(tasks)
+            while True:
+                tasks: list[Task] = []
+                try:
+                    self._feed_locked(tasks, everything)
+                finally:
+                    if tasks:
+                        self._engine.submit(tasks)
+                if not everything or self._input is None or self._closed:
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
 
     def _feed_locked(self, tasks: list[Task], everything: bool) -> None:
+        # Reading everything goes in slices of one window, so the caller checks its deadline.
+        limit = self._fed + self._ahead if everything else self._yielded + self._ahead
         while self._input is not None and not self._closed:
-            if not everything and self._fed - self._yielded >= self._ahead:
+            if self._fed >= limit:
                 return
             chunk: list[Any] = []
             error: BaseException | None = None
@@ -287,6 +297,9 @@ class _IMapJob:
             except StopIteration:
                 self._input = None
             except Exception as exc:
+                # Stored, and raised at its position later: without its frames, or they
+                # would keep the consumer's stack (and this iterator) alive meanwhile.
+                ser.detach_traceback(exc, "Traceback of the input iterable's error, in the owner")
                 self._input, error = None, exc
             start = self._fed
             if chunk:

@@ -15,8 +15,10 @@ traceback) that always unpickles, so the owner can fall back to a
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import io
+import os
 import pickle
 import traceback
 import types
@@ -30,6 +32,7 @@ from ._errors import RemoteTaskError
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN_MARKER = b"__main__"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 loads = pickle.loads
 
@@ -63,10 +66,12 @@ def dumps(obj: object) -> bytes:
         # copy pickle.dumps makes of its whole output.
         _FastPickler(buf, PROTOCOL).dump(obj)
     except Exception:
-        # The standard pickler refuses lambdas, closures and classes it cannot import by
-        # name; cloudpickle carries those by value (and raises if it cannot either).
-        return _cloud_dumps(obj)
-    return buf.getvalue()
+        pass
+    else:
+        return buf.getvalue()
+    # The standard pickler refuses lambdas, closures and classes it cannot import by name;
+    # cloudpickle carries those by value (and raises if it cannot either).
+    return _cloud_dumps(obj)
 
 
 def _cloud_dumps(obj: object) -> bytes:
@@ -183,6 +188,30 @@ def decode_exception(data: bytes | bytearray) -> BaseException:
         if isinstance(exc, BaseException):
             return exc
     return RemoteTaskError(type_name, message, text)
+
+
+def detach_traceback(exc: BaseException, heading: str) -> None:
+    """Keep the tracebacks of ``exc`` and its chain as text notes, and drop their frames.
+
+    For errors raised in the owner and stored for later (an imap input's error, an item that
+    cannot be pickled). A traceback holds its frames and each frame its caller (``f_back``)
+    with the caller's locals, so a stored traceback keeps the whole calling stack alive: the
+    user's frame holding an imap iterator, and so the iterator, which must be collectable
+    once dropped. Leading frames of this package are left out of the text.
+    """
+    for e in _exception_chain(exc):
+        tb = e.__traceback__
+        if tb is None:
+            continue
+        e.__traceback__ = None
+        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            tb = tb.tb_next
+        if tb is None:
+            continue
+        text = "".join(traceback.format_tb(tb)).rstrip()
+        traceback.clear_frames(tb)
+        with contextlib.suppress(Exception):
+            e.add_note(f"{heading}:\n{text}")
 
 
 def strip_first_frame(exc: BaseException) -> None:

@@ -168,6 +168,7 @@ def make_tasks(
         except Exception as exc:
             desc = describe(func.name, mode, item)
             err = TaskSerializationError(PHASE_PICKLE_TASK, f"{type(exc).__name__}: {exc}", start + k if indexed else None, desc)
+            ser.detach_traceback(exc, "Traceback of the pickling error, in the owner")
             err.__cause__ = exc
             if run:
                 tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed))

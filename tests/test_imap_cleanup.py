@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -266,6 +267,70 @@ def test_infinite_generator_with_islice(chunksize: int) -> None:
     with RobustPool(2) as pool, pool.imap(_square, source, chunksize, buffersize=buffersize) as it:
         assert list(itertools.islice(_bounded(it), 50)) == [x * x for x in range(50)]
         assert pulled[0] <= 50 + buffersize * chunksize + chunksize
+
+
+class _BadAfter:
+    """A class-based endless iterator (its frames, unlike a generator's, keep their caller)."""
+
+    def __init__(self, bad_at: int, unpicklable: bool) -> None:
+        self.i, self.bad_at, self.unpicklable = -1, bad_at, unpicklable
+
+    def __iter__(self) -> _BadAfter:
+        return self
+
+    def __next__(self) -> Any:
+        self.i += 1
+        if self.i == self.bad_at:
+            if self.unpicklable:
+                return threading.Lock()
+            raise ValueError("bad input")
+        return self.i
+
+
+def _start_and_drop(pool: RobustPool, source: Iterable[Any]) -> weakref.ref[IMapIterator[Any]]:
+    it = pool.imap(_square, source)
+    assert it.next(timeout=GET) == 0
+    return weakref.ref(it)  # the iterator is dropped here, never closed
+
+
+@pytest.mark.parametrize("unpicklable", [True, False], ids=["unpicklable-item", "input-raises"])
+def test_a_stored_input_error_does_not_keep_a_dropped_endless_iterator_alive(unpicklable: bool) -> None:
+    # The stored error's traceback held the frames that made it, one of which held the
+    # iterator: join() then read the endless input forever.
+    pool = RobustPool(2)
+    try:
+        ref = _start_and_drop(pool, _BadAfter(3, unpicklable))
+        gc.collect()
+        assert ref() is None
+        pool.close()
+        t0 = time.monotonic()
+        pool.join(timeout=GET)
+        assert time.monotonic() - t0 < GET / 2
+    finally:
+        pool.terminate()
+
+
+def test_join_timeout_bounds_reading_a_live_endless_input() -> None:
+    pool = RobustPool(2)
+    try:
+        it = pool.imap(_square, itertools.count())
+        assert it.next(timeout=GET) == 0
+        pool.close()
+        t0 = time.monotonic()
+        pool.join(timeout=1.0)  # the input is endless and the iterator reachable
+        assert time.monotonic() - t0 < 5.0
+        assert it.next(timeout=GET) == 1  # still usable
+    finally:
+        pool.terminate()
+
+
+def test_an_input_error_keeps_its_traceback_as_text() -> None:
+    with RobustPool(1) as pool, pool.imap(_square, _BadAfter(2, False)) as it:
+        assert [it.next(timeout=GET) for _ in range(2)] == [0, 1]
+        with pytest.raises(ValueError, match="bad input") as info:
+            it.next(timeout=GET)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "__next__" in notes and "raise ValueError" in notes
 
 
 # --------------------------------------------------------------------------------------
