@@ -543,48 +543,55 @@ class Dispatcher:
         body = memoryview(payload)[RESULT_HEAD.size :]
         job = t.job
         try:
+            decoded: Any = ser.loads(body) if status != Status.LOAD_FAILED else ser.decode_exception(bytes(body))
+        except BaseException as exc:
+            # Only a one-item task, or a task of builtin data (say, out of memory), gets here:
+            # the worker pickles any other multi-item result item by item.
+            for k in range(t.count):
+                self._fail_unpickled_item(t, k, exc)
+        else:
             if status == Status.OK:
-                job.deliver(t.start, ser.loads(body))
+                job.deliver(t.start, decoded)
                 self._done += t.count
             elif status == Status.MIXED:
-                self._deliver_mixed(t, ser.loads(body))
+                self._deliver_mixed(t, decoded)
             else:
-                err = ser.decode_exception(bytes(body))
-                _describe_serialization_error(err, t, 0)
+                _describe_serialization_error(decoded, t, 0)
                 self._failed += t.count
                 for k in range(t.count):
-                    job.fail(t.start + k, err)
-        except BaseException as exc:
-            self._fail_unpickled(t, exc)
+                    job.fail(t.start + k, decoded)
         if not w.inflight and not w.accepting:
             self._retire(w)
 
-    def _deliver_mixed(self, t: Task, pairs: list[tuple[bool, Any]]) -> None:
-        for k, (ok, value) in enumerate(pairs):
+    def _deliver_mixed(self, t: Task, pairs: list[tuple[bool, bytes]]) -> None:
+        """Results pickled one by one: deliver each, failing only those that cannot be rebuilt."""
+        for k, (ok, data) in enumerate(pairs):
             if ok:
-                t.job.deliver(t.start + k, (value,))
-                self._done += 1
+                try:
+                    value = ser.loads(data)
+                except BaseException as exc:
+                    self._fail_unpickled_item(t, k, exc)
+                else:
+                    t.job.deliver(t.start + k, (value,))
+                    self._done += 1
                 continue
             self._failed += 1
             try:
-                exc = ser.decode_exception(value)
-            except BaseException as err:
-                exc = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(err).__name__}: {err}", t.index(k), t.describe(k))
-                exc.__cause__ = err
-            _describe_serialization_error(exc, t, k)
-            t.job.fail(t.start + k, exc)
-
-    def _fail_unpickled(self, t: Task, exc: BaseException) -> None:
-        if t.count > 1:
-            # One item's result could not be rebuilt here, and a task's results travel as
-            # one pickle: run each item alone, so only that item fails and the others are
-            # delivered (their work is done twice, as around a worker death).
-            self._pending.extendleft(reversed(t.split(range(t.count))))
-            return
-        for k in range(t.count):
-            err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
-            err.__cause__ = exc
+                err = ser.decode_exception(data)
+            except BaseException as exc:
+                err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
+                err.__cause__ = exc
+            _describe_serialization_error(err, t, k)
             t.job.fail(t.start + k, err)
+
+    def _fail_unpickled_item(self, t: Task, k: int, exc: BaseException) -> None:
+        # Raised here, in the dispatcher thread: its frames would keep this thread's
+        # locals (payloads, tasks) alive for as long as the user keeps the error.
+        ser.detach_traceback(exc, "Traceback of the unpickling error, in the owner")
+        err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
+        err.__cause__ = exc
+        self._failed += 1
+        t.job.fail(t.start + k, err)
 
     def _retire(self, w: _Worker) -> None:
         if not w.quitting:

@@ -58,6 +58,34 @@ class _FastPickler(pickle.Pickler):
         return NotImplemented
 
 
+class _NotPlain(Exception):
+    """Raised inside the plain pickler: the data holds an object pickled by a reducer."""
+
+
+class _PlainPickler(pickle.Pickler):
+    """The C pickler for builtin data only.
+
+    ``reducer_override`` is called for every object that is not builtin data, and here it
+    gives up at the first one. Builtin data always unpickles, so a result pickled by this
+    pickler can travel as one pickle; anything else may fail to unpickle in the owner and
+    is better pickled item by item (see ``_worker``).
+    """
+
+    def reducer_override(self, obj: object) -> Any:
+        raise _NotPlain
+
+
+def dumps_plain(obj: object) -> bytes | None:
+    """Pickle ``obj`` if it is builtin data only (numbers, strings, bytes, containers of
+    them), else return None. Costs nothing extra on builtin data."""
+    buf = io.BytesIO()
+    try:
+        _PlainPickler(buf, PROTOCOL).dump(obj)
+    except _NotPlain:
+        return None
+    return buf.getvalue()
+
+
 def dumps(obj: object) -> bytes:
     """Pickle ``obj`` fast when plain pickle can do it faithfully, else with cloudpickle."""
     buf = io.BytesIO()

@@ -172,25 +172,29 @@ def _apply(fn: Callable[..., Any], mode: int, items: list[Any], view: memoryview
 
 
 def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple[Status, bytes]:
+    """One pickle for the task's results when it cannot fail to unpickle in the owner, else
+    one pickle per item, so the owner fails only an item it cannot rebuild and delivers the
+    others (re-running them would run their side effects twice and lose the first results)."""
     if errors is None:
         try:
-            return Status.OK, ser.dumps(values)
+            # A single item goes as one pickle whatever it holds: failing it fails only it.
+            body = ser.dumps(values) if len(values) == 1 else ser.dumps_plain(values)
         except BaseException:
-            errors = {}
-    # Slow path: find exactly which values cannot be pickled and fail only those.
-    pairs: list[tuple[bool, Any]] = []
+            body = None
+        if body is not None:
+            return Status.OK, body
+    # Slow path: pickle each item alone, failing only those that cannot be pickled.
+    pairs: list[tuple[bool, bytes]] = []
     for k, value in enumerate(values):
-        if k in errors:
+        if errors is not None and k in errors:
             pairs.append((False, errors[k]))
             continue
         try:
-            ser.dumps(value)
+            pairs.append((True, ser.dumps(value)))
         except BaseException as exc:
             err = TaskSerializationError(_PHASE_DUMP, f"{type(exc).__name__}: {ser._safe_str(exc)}")
             err.__cause__ = exc
             pairs.append((False, ser.encode_exception(err)))
-        else:
-            pairs.append((True, value))
     return Status.MIXED, ser.dumps(pairs)
 
 

@@ -384,6 +384,54 @@ def test_chunk_with_a_killed_worker_fails_only_the_running_item() -> None:
     assert err.signal is signal.SIGKILL and err.task_index == 6
 
 
+def _refuse_in(owner_pid: int) -> str:
+    if os.getpid() == owner_pid:
+        raise ValueError("refuse to be unpickled in the owner")
+    return "rebuilt elsewhere"
+
+
+class _OwnerRefuses:
+    """A result that pickles in the worker but cannot be rebuilt in the owner."""
+
+    def __init__(self, owner_pid: int) -> None:
+        self.owner_pid = owner_pid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_in, (self.owner_pid,))
+
+
+def _file_or_refuse(directory: str, owner_pid: int, x: int) -> Any:
+    """Item 5 returns what the owner cannot unpickle; every other item leaves a temp file."""
+    if x == 5:
+        return _OwnerRefuses(owner_pid)
+    return _write_square(directory, x)
+
+
+@pytest.mark.parametrize("call", ["map_async-chunk8", "imap-chunk4", "imap-auto-batch"])
+def test_an_unpicklable_result_in_a_chunk_fails_only_it_and_runs_nothing_twice(tmp_path: Path, call: str) -> None:
+    # A chunk's results used to travel as one pickle: one the owner could not rebuild failed
+    # the whole pickle, the chunk was re-run item by item, and the first run's files leaked.
+    fn = functools.partial(_file_or_refuse, str(tmp_path), os.getpid())
+    cleaned: list[str] = []
+    with RobustPool(2) as pool:
+        if call == "map_async-chunk8":
+            with pytest.raises(Exception, match="refuse to be unpickled") as info:
+                pool.map_async(fn, range(16), chunksize=8, cleanup=cleaned.append).get(timeout=GET)
+            assert "unpickling the result in the owner" in str(info.value)
+            handed: list[str] = []
+        else:
+            if call == "imap-auto-batch":
+                pool.map(_square, range(2000), chunksize=1)  # tiny tasks: imap now batches items
+            it = pool.imap(fn, range(16), chunksize=4 if call == "imap-chunk4" else 1)
+            out = _outcomes(it, 16)
+            assert isinstance(out[5], Exception) and "refuse to be unpickled" in str(out[5].__cause__)
+            handed = [p for i, p in enumerate(out) if i != 5]
+            assert [int(Path(p).read_text()) for p in handed] == [x * x for x in range(16) if x != 5]
+    made = sorted(os.listdir(tmp_path))
+    assert len(made) == 15, f"an item ran twice: {made}"
+    assert sorted(os.path.basename(p) for p in handed + cleaned) == made
+
+
 # --------------------------------------------------------------------------------------
 # 5. Exactly-once accounting (hypothesis)
 # --------------------------------------------------------------------------------------
