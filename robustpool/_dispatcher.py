@@ -71,6 +71,7 @@ from ._wire import (
     SLOT_STARTED,
     SLOT_TASK,
     TASK_HEAD,
+    Entry,
     FrameReader,
     Kind,
     Phase,
@@ -433,7 +434,7 @@ class Dispatcher:
                 del w.funcs[next(iter(w.funcs))]
         if t.timeout and not self._watching:
             self._watch()
-        head = TASK_HEAD.pack(t.task_id, fid, t.mode, t.timeout)
+        head = TASK_HEAD.pack(t.task_id, fid, t.mode, t.stream, t.timeout)
         # Header and payload go out as separate buffers (sendmsg gathers them): a large
         # payload is never copied in the owner.
         w.out.append(memoryview(HEADER.pack(len(head) + len(t.payload), Kind.TASK) + head))
@@ -532,57 +533,83 @@ class Dispatcher:
             w.init_error = ser.format_exception(exc)
 
     def _on_result(self, w: _Worker, payload: bytes | bytearray) -> None:
-        task_id, status, spent = RESULT_HEAD.unpack_from(payload)
+        task_id, status, spent, first, count = RESULT_HEAD.unpack_from(payload)
         if not w.inflight or w.inflight[0].task_id != task_id:
             # Its task was already settled (the pool broke while it ran): nobody waits.
             log.debug("robustpool: dropping a result of worker %s for settled task %s", w.pid, task_id)
             return
-        t = w.inflight.popleft()
-        per_item = spent / t.count
+        t = w.inflight[0]
+        if status == Status.LOAD_FAILED:
+            count = t.count - first
+        t.received = first + count
+        if t.received >= t.count:
+            w.inflight.popleft()
+        per_item = spent / max(count, 1)
         self._ewma = per_item if self._ewma is None else 0.8 * self._ewma + 0.2 * per_item
         body = memoryview(payload)[RESULT_HEAD.size :]
         job = t.job
         try:
             decoded: Any = ser.loads(body) if status != Status.LOAD_FAILED else ser.decode_exception(bytes(body))
         except BaseException as exc:
-            # Only a one-item task, or a task of builtin data (say, out of memory), gets here:
-            # the worker pickles any other multi-item result item by item.
-            for k in range(t.count):
+            # Only a one-item result, or a result of builtin data (say, out of memory), gets
+            # here: the worker pickles any other multi-item result item by item.
+            for k in range(first, first + count):
                 self._fail_unpickled_item(t, k, exc)
         else:
             if status == Status.OK:
-                job.deliver(t.start, decoded)
-                self._done += t.count
-            elif status == Status.MIXED:
-                self._deliver_mixed(t, decoded)
+                job.deliver(t.start + first, decoded)
+                self._done += count
+            elif status == Status.ITEMS:
+                self._deliver_items(t, first, *decoded)
             else:
-                _describe_serialization_error(decoded, t, 0)
-                self._failed += t.count
-                for k in range(t.count):
+                _describe_serialization_error(decoded, t, first)
+                self._failed += count
+                for k in range(first, first + count):
                     job.fail(t.start + k, decoded)
         if not w.inflight and not w.accepting:
             self._retire(w)
 
-    def _deliver_mixed(self, t: Task, pairs: list[tuple[bool, bytes]]) -> None:
-        """Results pickled one by one: deliver each, failing only those that cannot be rebuilt."""
-        for k, (ok, data) in enumerate(pairs):
-            if ok:
+    def _deliver_items(self, t: Task, first: int, kinds: bytes, data: list[Any]) -> None:
+        """Outcomes sent item by item: deliver runs of values at once, fail items alone."""
+        job = t.job
+        if not kinds.strip(b"\0"):  # Entry.VALUE only: builtin scalars, as they are
+            job.deliver(t.start + first, data)
+            self._done += len(data)
+            return
+        run: list[Any] = []
+        run_start = first
+        for k, kind, blob in zip(itertools.count(first), kinds, data, strict=False):
+            error: BaseException | None = None
+            if kind == Entry.VALUE:
+                value = blob
+            elif kind == Entry.PICKLED:
                 try:
-                    value = ser.loads(data)
+                    value = ser.loads(blob)
                 except BaseException as exc:
-                    self._fail_unpickled_item(t, k, exc)
-                else:
-                    t.job.deliver(t.start + k, (value,))
-                    self._done += 1
+                    error = exc
+            if kind != Entry.ERROR and error is None:
+                if not run:
+                    run_start = k
+                run.append(value)
+                continue
+            if run:
+                job.deliver(t.start + run_start, run)
+                self._done += len(run)
+                run = []
+            if error is not None:
+                self._fail_unpickled_item(t, k, error)
                 continue
             self._failed += 1
             try:
-                err = ser.decode_exception(data)
+                err = ser.decode_exception(blob)
             except BaseException as exc:
                 err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
                 err.__cause__ = exc
             _describe_serialization_error(err, t, k)
-            t.job.fail(t.start + k, err)
+            job.fail(t.start + k, err)
+        if run:
+            job.deliver(t.start + run_start, run)
+            self._done += len(run)
 
     def _fail_unpickled_item(self, t: Task, k: int, exc: BaseException) -> None:
         # Raised here, in the dispatcher thread: its frames would keep this thread's
@@ -655,7 +682,7 @@ class Dispatcher:
             if phase not in (Phase.IDLE, Phase.INIT) and t.task_id == task_id:
                 requeue += self._blame(t, w, msg, phase, item, started)
             else:
-                requeue.append(t)
+                requeue += t.rest()
         w.inflight.clear()
         self._pending.extendleft(reversed(requeue))
         w.slot_view.release()
@@ -674,14 +701,19 @@ class Dispatcher:
         """Settle the task a worker died in; returns the tasks to run again."""
         pid = msg.pid
         t.attempts.append((pid, msg.exitcode))
-        if phase in (Phase.LOADING, Phase.DUMPING) and t.count > 1:
+        per_item = phase == Phase.RUNNING or (phase == Phase.DUMPING and t.stream)
+        if not per_item and t.count > 1:
             # The whole chunk was being (un)pickled: isolate the culprit by running each
             # item alone. Only the guilty one can kill again.
-            return t.split(range(t.count))
-        k = item if phase == Phase.RUNNING else 0
-        k = min(max(k, 0), t.count - 1)
+            return t.split(range(t.received, t.count))
+        k = min(max(item if per_item else 0, 0), t.count - 1)
+        if k < t.received:
+            # A stream task between items: item k's outcome had arrived, so the death is
+            # nobody's doing here (an outside kill); run the rest again.
+            t.attempts.pop()
+            return t.rest()
         # Items before k finished, but their results died with the worker: run them again.
-        again = t.sub(0, k) + t.sub(k + 1, t.count)
+        again = t.sub(t.received, k) + t.sub(k + 1, t.count)
         for nt in again:
             nt.attempts = []
         if msg.reason == "timeout" and msg.task_id == t.task_id:
@@ -757,7 +789,7 @@ class Dispatcher:
         if w is not None:
             self._on_worker_eof(w)
             w.sock.close()
-            self._pending.extendleft(reversed(w.inflight))
+            self._pending.extendleft(reversed([r for t in w.inflight for r in t.rest()]))
             w.slot_view.release()
             w.slot_map.close()
         if not self._stopping:
@@ -800,7 +832,7 @@ class Dispatcher:
     # -- failing and dropping --
 
     def _fail_task(self, t: Task, err: BaseException) -> None:
-        for k in range(t.count):
+        for k in range(t.received, t.count):
             t.job.fail(t.start + k, err)
 
     def _fail_queued(self, err: BaseException) -> None:

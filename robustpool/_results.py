@@ -305,7 +305,8 @@ class _IMapJob:
             if chunk:
                 with self._cond:
                     self._fed += len(chunk)
-                tasks.extend(make_tasks(self, self._func, self._mode, start, chunk, self._task_timeout))
+                stream = self._chunksize == 1  # items batched by the pool: each replies alone
+                tasks.extend(make_tasks(self, self._func, self._mode, start, chunk, self._task_timeout, stream=stream))
             if error is not None:
                 with self._cond:
                     self._fed += 1

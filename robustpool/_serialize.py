@@ -86,6 +86,15 @@ def dumps_plain(obj: object) -> bytes | None:
     return buf.getvalue()
 
 
+# Values that pickle without running any user code, and always unpickle.
+SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def dumps_entries(kinds: bytes, data: list[Any]) -> bytes:
+    """Pickle an ITEMS result: each item's Entry kind, and its scalar or bytes."""
+    return pickle.dumps((kinds, data), PROTOCOL)
+
+
 def dumps(obj: object) -> bytes:
     """Pickle ``obj`` fast when plain pickle can do it faithfully, else with cloudpickle."""
     buf = io.BytesIO()

@@ -111,8 +111,10 @@ class Task:
     payload: bytes
     timeout: float = 0.0
     indexed: bool = True  # False for apply/submit: their errors name no position
+    stream: bool = False  # items were batched by the pool, not the user: reply item by item
     task_id: int = field(default_factory=lambda: next(_task_ids))
     attempts: list[tuple[int, int | None]] = field(default_factory=list)
+    received: int = 0  # items whose outcome arrived (a stream task's arrive one by one)
 
     @property
     def count(self) -> int:
@@ -138,7 +140,11 @@ class Task:
         if begin >= end:
             return []
         items = self.items[begin:end]
-        return make_tasks(self.job, self.func, self.mode, self.start + begin, items, self.timeout, self.indexed)
+        return make_tasks(self.job, self.func, self.mode, self.start + begin, items, self.timeout, self.indexed, self.stream)
+
+    def rest(self) -> list[Task]:
+        """The items whose outcome has not arrived, as tasks to run again."""
+        return [self] if not self.received else self.sub(self.received, self.count)
 
 
 def make_tasks(
@@ -149,6 +155,7 @@ def make_tasks(
     items: list[Any],
     timeout: float = 0.0,
     indexed: bool = True,
+    stream: bool = False,
 ) -> list[Task]:
     """Pickle ``items`` into one task; items that cannot be pickled fail on the job at once.
 
@@ -156,7 +163,7 @@ def make_tasks(
     TaskSerializationError and the others are returned as one task per run of good items.
     """
     try:
-        return [Task(job, func, mode, start, items, ser.dumps(items), timeout, indexed)]
+        return [Task(job, func, mode, start, items, ser.dumps(items), timeout, indexed, stream)]
     except Exception:
         pass
     tasks: list[Task] = []
@@ -171,12 +178,12 @@ def make_tasks(
             ser.detach_traceback(exc, "Traceback of the pickling error, in the owner")
             err.__cause__ = exc
             if run:
-                tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed))
+                tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream))
                 run = []
             job.fail(start + k, err)
             run_start = start + k + 1
         else:
             run.append(item)
     if run:
-        tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed))
+        tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream))
     return tasks

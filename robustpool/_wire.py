@@ -6,15 +6,22 @@ Each worker has one duplex stream socket to the owner. Both directions carry fra
 
     owner -> worker   INIT   pickled (initializer, initargs), or empty     (always first)
                       FUNC   [i64 func_id] pickled callable                 (once per worker)
-                      TASK   [i64 task_id][i64 func_id][u8 mode][f64 timeout] pickled items
+                      TASK   [i64 task_id][i64 func_id][u8 mode][u8 stream][f64 timeout]
+                             pickled items
                       QUIT   empty: finish and exit 0
     worker -> owner   READY       [i64 pid]
                       INIT_FAILED encoded exception
-                      RESULT      [i64 task_id][u8 status][f64 seconds spent] payload
+                      RESULT      [i64 task_id][u8 status][f64 seconds spent]
+                                  [u32 first item][u32 item count] payload
 
-A RESULT's payload depends on its status: OK, a pickled list of the items' values; MIXED, a
-pickled list of ``(ok, value or encoded exception)``; LOAD_FAILED, one encoded exception
-that fails every item of the task.
+A RESULT covers items ``first .. first+count-1`` of its task. A task's results come in one
+RESULT, except for a *stream* task (items the owner batched on its own, for an ``imap`` with
+chunksize 1), whose items are separate tasks to the user that merely shared a frame on the
+way in: their outcomes are sent in as many RESULTs as needed so that none waits behind a
+slow neighbour. The payload depends on the status: OK, a pickled list of the values (builtin
+data only, or a single item); ITEMS, a pickled list of ``(Entry, data)``, one per item, where
+data is a builtin scalar (VALUE), the item's value pickled alone (PICKLED) or an encoded
+exception (ERROR); LOAD_FAILED, one encoded exception that fails every item.
 
 The progress slot is a small shared-memory page per worker (an mmap of a memfd), written by
 the worker and read by the owner and the supervisor. It replaces acknowledgement frames:
@@ -37,8 +44,8 @@ from collections.abc import Iterator
 
 HEADER = struct.Struct("<IB")
 FUNC_HEAD = struct.Struct("<q")
-TASK_HEAD = struct.Struct("<qqBd")
-RESULT_HEAD = struct.Struct("<qBd")
+TASK_HEAD = struct.Struct("<qqBBd")
+RESULT_HEAD = struct.Struct("<qBdII")
 PID = struct.Struct("<q")
 MAX_FRAME = 2**32 - 1
 
@@ -63,8 +70,16 @@ class Mode(enum.IntEnum):
 
 class Status(enum.IntEnum):
     OK = 0
-    MIXED = 1
+    ITEMS = 1
     LOAD_FAILED = 2
+
+
+class Entry(enum.IntEnum):
+    """What one item's entry in an ITEMS result holds."""
+
+    VALUE = 0
+    PICKLED = 1
+    ERROR = 2
 
 
 class Phase(enum.IntEnum):

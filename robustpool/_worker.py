@@ -7,7 +7,10 @@ so that if it dies the owner knows exactly what it was doing.
 
 Replies are batched: results of tasks that were already waiting in the worker's buffer are
 sent together, which turns a syscall per task into one per batch for tiny tasks, while a
-slow task's result is still sent as soon as it is ready.
+slow task's result is still sent as soon as it is ready. A finished result is never held
+back behind a slow task or item, though: once the worker is busy with a backlog, a flusher
+thread looks at the progress slot every few milliseconds, and when one item has been
+running since its last look, sends whatever waits.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +36,7 @@ from ._wire import (
     SLOT_STARTED,
     SLOT_TASK,
     TASK_HEAD,
+    Entry,
     FrameReader,
     Kind,
     Mode,
@@ -44,6 +49,10 @@ from ._wire import (
 
 _FLUSH_COUNT = 32
 _FLUSH_NS = 1_000_000  # a result waits at most ~1 ms for company before it is sent
+# How often the flusher looks at a busy worker. A result waiting behind a slow item is sent
+# within two looks (plus the wait for the GIL). Looking more often costs a thread wake-up
+# each time, which shows in the per-task overhead of tiny tasks.
+_WATCH_S = 0.004
 _FUNC_CACHE = 128  # must equal the owner's mirror of this cache (see _dispatcher)
 
 _PHASE_LOAD = "unpickling the task in the worker"
@@ -55,10 +64,30 @@ class _Worker:
         self.sock = sock
         self.view = view
         self.funcs: dict[int, bytes | Callable[..., Any]] = {}
-        self.out: list[bytes] = []
+        self.out: list[bytes] = []  # frames waiting to be sent
         self.first_pending = 0
+        # The running stream task's item outcomes: kinds[i] and data[i] are item i's; items
+        # before `sealed` are already framed (see _stream and _seal_locked).
+        self.stream_task = 0
+        self.kinds = bytearray()
+        self.data: list[Any] = []
+        self.sealed = 0
+        self.piece_began = 0
+        # Shared with the flusher thread, under `lock`: out, the stream state, `blocked`
+        # and the socket's sending side.
+        self.lock = threading.Lock()
+        self.blocked = False  # the main thread waits for input (it flushed everything first)
+        self.armed = False  # the flusher is watching; only it disarms, and only when blocked
+        self.wakeup = threading.Event()
+        self.flusher: threading.Thread | None = None
+
+    # -- sending --
 
     def flush(self) -> None:
+        with self.lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         out = self.out
         if not out:
             return
@@ -77,13 +106,89 @@ class _Worker:
                         sent = 0
         out.clear()
 
-    def reply(self, *parts: bytes) -> None:
-        now = time.monotonic_ns()
+    def _queue_locked(self, now: int, head: bytes, body: bytes) -> None:
         if not self.out:
             self.first_pending = now
-        self.out.extend(parts)
+        self.out.append(head)
+        self.out.append(body)
+
+    def _flush_if_due_locked(self, now: int) -> None:
         if len(self.out) >= 2 * _FLUSH_COUNT or now - self.first_pending >= _FLUSH_NS:
-            self.flush()
+            self._flush_locked()
+
+    def reply(self, task_id: int, status: Status, start: int, body: bytes, first: int, count: int) -> None:
+        """Queue a RESULT for items ``first .. first+count-1``; send the queue when due."""
+        now = time.monotonic_ns()
+        head = frame_head(Kind.RESULT, len(body), RESULT_HEAD.pack(task_id, status, (now - start) / 1e9, first, count))
+        with self.lock:
+            self._queue_locked(now, head, body)
+            self._flush_if_due_locked(now)
+
+    def _seal_locked(self) -> None:
+        """Frame the stream task's outcomes recorded since the last seal, as one RESULT."""
+        data = self.data
+        n = len(data)  # kinds[k] is always stored before data[k]
+        first = self.sealed
+        if n <= first:
+            return
+        # Builtin scalars, bytes and encoded errors only: no user code runs here, so the
+        # flusher thread may do this while the main thread runs an item.
+        body = ser.dumps_entries(bytes(self.kinds[first:n]), data[first:n])
+        now = time.monotonic_ns()
+        spent = (now - self.piece_began) / 1e9
+        head = frame_head(Kind.RESULT, len(body), RESULT_HEAD.pack(self.stream_task, Status.ITEMS, spent, first, n - first))
+        self._queue_locked(now, head, body)
+        self.sealed, self.piece_began = n, now
+
+    # -- the flusher --
+
+    def arm(self) -> None:
+        """Results wait while the main thread works on: have the flusher watch.
+
+        Started on first need, so a worker that only ever has one task at a time (it
+        flushes whenever its input runs dry) never has a second thread.
+        """
+        with self.lock:
+            if self.armed:
+                return
+            self.armed = True
+            if self.flusher is None:
+                self.flusher = threading.Thread(target=self._flusher, name="robustpool-flusher", daemon=True)
+                self.flusher.start()
+            self.wakeup.set()
+
+    def _flusher(self) -> None:
+        view = self.view
+        last = (-1, -1)
+        try:
+            while True:
+                self.wakeup.wait()
+                time.sleep(_WATCH_S)
+                with self.lock:
+                    if self.blocked:
+                        self.armed = False
+                        self.wakeup.clear()
+                        last = (-1, -1)
+                        continue
+                    mark = (view[SLOT_TASK], view[SLOT_ITEM])
+                    if mark == last and view[SLOT_PHASE] not in (Phase.IDLE, Phase.INIT):
+                        # The same item since the last look: send what waits.
+                        self._seal_locked()
+                        self._flush_locked()
+                    last = mark
+        except OSError:
+            return  # the owner is gone: the main thread finds out on its own next send or read
+
+    def wait_for_input(self, reader: FrameReader) -> bool:
+        """Flush, then block until more input arrives; False at end of input."""
+        with self.lock:
+            self._flush_locked()
+            self.blocked = True
+        try:
+            return reader.fill(self.sock)
+        finally:
+            with self.lock:
+                self.blocked = False
 
     def remember_function(self, payload: bytes | bytearray) -> None:
         (func_id,) = FUNC_HEAD.unpack_from(payload)
@@ -102,11 +207,16 @@ class _Worker:
             self.funcs[func_id] = fn
         return fn
 
+    # -- running --
+
     def run_task(self, payload: bytes | bytearray) -> None:
-        task_id, func_id, mode, timeout = TASK_HEAD.unpack_from(payload)
+        task_id, func_id, mode, stream, timeout = TASK_HEAD.unpack_from(payload)
+        if self.out and not self.armed:
+            self.arm()
         view = self.view
         start = time.monotonic_ns()
-        view[SLOT_DEADLINE] = start + int(timeout * 1e9) if timeout > 0 else 0
+        timeout_ns = int(timeout * 1e9) if timeout > 0 else 0
+        view[SLOT_DEADLINE] = start + timeout_ns if timeout_ns else 0
         view[SLOT_STARTED] = start
         view[SLOT_ITEM] = 0
         view[SLOT_TASK] = task_id
@@ -118,18 +228,69 @@ class _Worker:
             err = TaskSerializationError(_PHASE_LOAD, f"{type(exc).__name__}: {ser._safe_str(exc)}")
             err.__cause__ = exc
             body = ser.encode_exception(err)
-            self._finish(task_id, Status.LOAD_FAILED, start, body)
+            view[SLOT_PHASE] = Phase.IDLE
+            self.reply(task_id, Status.LOAD_FAILED, start, body, 0, 0)  # count 0: every item
             return
         view[SLOT_PHASE] = Phase.RUNNING
+        if stream and len(items) > 1:
+            self._stream(task_id, fn, mode, items, start, timeout_ns)
+            return
         values, errors = _apply(fn, mode, items, view)
         view[SLOT_PHASE] = Phase.DUMPING
         status, body = _encode_results(values, errors)
-        self._finish(task_id, status, start, body)
+        view[SLOT_PHASE] = Phase.IDLE
+        self.reply(task_id, status, start, body, 0, len(items))
 
-    def _finish(self, task_id: int, status: Status, start: int, body: bytes) -> None:
-        self.view[SLOT_PHASE] = Phase.IDLE
-        spent = (time.monotonic_ns() - start) / 1e9
-        self.reply(frame_head(Kind.RESULT, len(body), RESULT_HEAD.pack(task_id, status, spent)), body)
+    def _stream(self, task_id: int, fn: Callable[..., Any], mode: int, items: list[Any], start: int, timeout_ns: int) -> None:
+        """Run the items of a stream task, each with its own deadline and outcome.
+
+        The pool batched these items only to save frames on the way in; to the user each
+        is a task of its own, whose result must not wait for its neighbours. Outcomes are
+        recorded as they come and framed together at the end, unless an item is slow: then
+        the flusher frames and sends those recorded so far.
+        """
+        view = self.view
+        kinds: bytearray = bytearray()
+        data: list[Any] = []
+        with self.lock:
+            self.stream_task, self.kinds, self.data, self.sealed, self.piece_began = task_id, kinds, data, 0, start
+        scalars = ser.SCALARS
+        for k, x in enumerate(items):
+            if k:
+                if timeout_ns:
+                    now = time.monotonic_ns()
+                    view[SLOT_DEADLINE] = now + timeout_ns
+                    view[SLOT_STARTED] = now
+                view[SLOT_ITEM] = k
+                if not self.armed:
+                    self.arm()
+            try:
+                if mode == Mode.MAP:
+                    value = fn(x)
+                elif mode == Mode.STAR:
+                    value = fn(*x)
+                else:
+                    value = fn(*x[0], **x[1])
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt are the item's error too
+                ser.strip_first_frame(exc)
+                kinds.append(Entry.ERROR)
+                data.append(ser.encode_exception(exc))
+                continue
+            if type(value) in scalars:
+                kinds.append(Entry.VALUE)
+                data.append(value)
+                continue
+            view[SLOT_PHASE] = Phase.DUMPING
+            kind, blob = _entry(value)
+            view[SLOT_PHASE] = Phase.RUNNING
+            kinds.append(kind)
+            data.append(blob)
+        view[SLOT_PHASE] = Phase.IDLE
+        now = time.monotonic_ns()
+        with self.lock:
+            self._seal_locked()
+            self.stream_task, self.kinds, self.data, self.sealed = 0, bytearray(), [], 0
+            self._flush_if_due_locked(now)
 
 
 def _apply(fn: Callable[..., Any], mode: int, items: list[Any], view: memoryview) -> tuple[list[Any], dict[int, bytes] | None]:
@@ -171,9 +332,22 @@ def _apply(fn: Callable[..., Any], mode: int, items: list[Any], view: memoryview
     return values, errors
 
 
+def _entry(value: Any) -> tuple[Entry, Any]:
+    """One item's outcome for an ITEMS result: a builtin scalar as is, anything else
+    pickled alone (so that the owner can fail it alone if it cannot rebuild it)."""
+    if type(value) in ser.SCALARS:
+        return Entry.VALUE, value
+    try:
+        return Entry.PICKLED, ser.dumps(value)
+    except BaseException as exc:
+        err = TaskSerializationError(_PHASE_DUMP, f"{type(exc).__name__}: {ser._safe_str(exc)}")
+        err.__cause__ = exc
+        return Entry.ERROR, ser.encode_exception(err)
+
+
 def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple[Status, bytes]:
     """One pickle for the task's results when it cannot fail to unpickle in the owner, else
-    one pickle per item, so the owner fails only an item it cannot rebuild and delivers the
+    one entry per item, so the owner fails only an item it cannot rebuild and delivers the
     others (re-running them would run their side effects twice and lose the first results)."""
     if errors is None:
         try:
@@ -183,19 +357,16 @@ def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple
             body = None
         if body is not None:
             return Status.OK, body
-    # Slow path: pickle each item alone, failing only those that cannot be pickled.
-    pairs: list[tuple[bool, bytes]] = []
+    kinds = bytearray()
+    data: list[Any] = []
     for k, value in enumerate(values):
         if errors is not None and k in errors:
-            pairs.append((False, errors[k]))
-            continue
-        try:
-            pairs.append((True, ser.dumps(value)))
-        except BaseException as exc:
-            err = TaskSerializationError(_PHASE_DUMP, f"{type(exc).__name__}: {ser._safe_str(exc)}")
-            err.__cause__ = exc
-            pairs.append((False, ser.encode_exception(err)))
-    return Status.MIXED, ser.dumps(pairs)
+            kind, blob = Entry.ERROR, errors[k]
+        else:
+            kind, blob = _entry(value)
+        kinds.append(kind)
+        data.append(blob)
+    return Status.ITEMS, ser.dumps_entries(bytes(kinds), data)
 
 
 def _initialize(payload: bytes | bytearray) -> None:
@@ -227,8 +398,7 @@ def _loop(worker: _Worker, reader: FrameReader) -> int:
     while True:
         fr = reader.next()
         if fr is None:
-            worker.flush()
-            if not reader.fill(worker.sock):
+            if not worker.wait_for_input(reader):
                 return 0
             continue
         kind, payload = fr
