@@ -50,7 +50,7 @@ from robustpool import RobustPool
 from .faults import KILLING, Fault, Outcome, Spec, UnpicklableArg, expected_check, run, run_star
 from .report import Report
 
-WAIT = 60.0  # seconds: the bound on every single wait for a result
+WAIT = 30.0  # seconds: the bound on every single wait for a result
 OVERRUN = 60.0  # seconds past the budget after which the watchdog kills the run
 SETTLE = 10.0  # seconds to wait for processes that are on their way out
 CHILD_WAIT = 30.0  # seconds: the bound on the Ctrl-C'd owner subprocess
@@ -743,11 +743,13 @@ class Runner:
             for item, value in zip(job.items, values, strict=False):
                 self._value(job, value, item)
             return
+        wait = WAIT
         for item, res in zip(job.items, handle, strict=True):
             try:
-                value = res.get(timeout=WAIT) if job.api == "apply_async" else res.result(timeout=WAIT)
+                value = res.get(timeout=wait) if job.api == "apply_async" else res.result(timeout=wait)
             except (multiprocessing.TimeoutError, concurrent.futures.TimeoutError):
                 self._hang(f"job {job.jid} {job.api} {item.token}")
+                wait = 1.0  # the rest of the job had as long already: report, do not wait WAIT again
                 continue
             except KeyboardInterrupt:
                 raise
