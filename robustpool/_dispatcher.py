@@ -89,6 +89,8 @@ _BATCH_TARGET_S = 0.0002  # imap(chunksize=1) batches tiny items up to this much
 _MAX_BATCH = 32
 _MAX_DEPTH = 64  # most tasks queued on one worker
 _TARGET_QUEUE_S = 0.002  # keep about this much work queued per worker, for tiny tasks
+_PREFETCH_BELOW_S = 0.01  # a job no one can cancel keeps a 2nd task queued below this
+_ESTIMATES = 256  # functions whose timings are remembered
 _WATCH_INTERVAL = 0.02  # how often the supervisor checks deadlines, once any task has one
 _INIT_FAILURES = 3  # consecutive initializer failures that break the pool
 _TERM_GRACE = 1.0  # SIGTERM -> SIGKILL grace on terminate
@@ -183,7 +185,9 @@ class Dispatcher:
         self._init_failures = 0
         self._feeders = 0
         self._feeders_lock = threading.Lock()
-        self._ewma: float | None = None
+        # Per function id: smoothed seconds per item, and per task (what one frame costs).
+        self._item_s: dict[int, float] = {}
+        self._task_s: dict[int, float] = {}
         self._watching = False
         self._deferred: list[Wakeable] = []
         self._done = self._failed = self._retried = self._timed_out = 0
@@ -244,14 +248,15 @@ class Dispatcher:
         while deferred:
             deferred.pop().wake()
 
-    def batch_hint(self, ahead: int) -> int:
+    def batch_hint(self, ahead: int, func_id: int) -> int:
         """How many consecutive items of a chunksize-1 ``imap`` to send as one task.
 
-        Items keep their own result, error and attribution inside a task, so the only
-        effect is fewer frames: worth it when items are tiny (about _BATCH_TARGET_S of work
-        per task), never more than leaves every worker a share of the window.
+        Items keep their own result, error, timeout and attribution inside a task, so the
+        only effect is fewer frames: worth it when the function's items are tiny (about
+        _BATCH_TARGET_S of work per task), never more than leaves every worker a share of
+        the window.
         """
-        ewma = self._ewma
+        ewma = self._item_s.get(func_id)
         if ewma is None:
             return 1
         share = max(1, ahead // (2 * self.settings.processes))
@@ -391,13 +396,35 @@ class Dispatcher:
 
     # -- dispatching --
 
-    def _depth(self) -> int:
-        """How many tasks to queue on one worker: enough to hide the round trip for tiny
-        tasks (about _TARGET_QUEUE_S of work), only the running one for slow tasks, so a
-        cancelled job never has more than a few milliseconds of work already committed."""
-        if self._ewma is None:
-            return 1
-        return max(1, min(_MAX_DEPTH, int(_TARGET_QUEUE_S / max(self._ewma, 1e-7))))
+    def _depth(self, t: Task) -> int:
+        """How many tasks like ``t`` to queue on one worker.
+
+        Enough to hide the round trip for tiny tasks (about _TARGET_QUEUE_S of work), only
+        the running one for slow tasks, so a cancelled job never has more than a few
+        milliseconds of work already committed. A job that cannot be cancelled (map_async,
+        apply_async) keeps a second task queued unless its tasks are known to be slow: a
+        worker then never idles for a round trip between two chunks.
+        """
+        est = self._task_s.get(t.func.func_id)
+        depth = 1 if est is None else max(1, min(_MAX_DEPTH, int(_TARGET_QUEUE_S / max(est, 1e-7))))
+        if depth < 2 and not t.job.cancellable and (est is None or est < _PREFETCH_BELOW_S):
+            return 2
+        return depth
+
+    def _learn(self, t: Task, spent: float, count: int) -> None:
+        """Fold a result's timing into its function's estimates."""
+        fid = t.func.func_id
+        per_item = spent / max(count, 1)
+        old = self._item_s.get(fid)
+        if old is None:
+            if len(self._item_s) >= _ESTIMATES:
+                self._item_s.clear()
+                self._task_s.clear()
+            self._item_s[fid] = per_item
+            self._task_s[fid] = per_item * t.count
+            return
+        self._item_s[fid] = 0.8 * old + 0.2 * per_item
+        self._task_s[fid] = 0.8 * self._task_s[fid] + 0.2 * per_item * t.count
 
     def _dispatch(self) -> None:
         if not self._pending:
@@ -405,12 +432,11 @@ class Dispatcher:
         open_workers = [w for w in self._workers.values() if w.accepting and not w.eof]
         if not open_workers:
             return
-        depth = self._depth()
         touched: set[_Worker] = set()
         pending = self._pending
         while pending:
             w = min(open_workers, key=lambda w: len(w.inflight))
-            if len(w.inflight) >= depth:
+            if len(w.inflight) >= self._depth(pending[0]):
                 break
             t = pending.popleft()
             if t.job.cancelled:
@@ -544,8 +570,7 @@ class Dispatcher:
         t.received = first + count
         if t.received >= t.count:
             w.inflight.popleft()
-        per_item = spent / max(count, 1)
-        self._ewma = per_item if self._ewma is None else 0.8 * self._ewma + 0.2 * per_item
+        self._learn(t, spent, count)
         body = memoryview(payload)[RESULT_HEAD.size :]
         job = t.job
         try:

@@ -59,6 +59,8 @@ class AsyncResult(Generic[T]):
         self._error_callback = error_callback
 
     # -- job side --
+    cancellable = False
+
     @property
     def cancelled(self) -> bool:
         return False
@@ -179,6 +181,8 @@ class FutureJob:
         self.future = future
         self._started = False
 
+    cancellable = True
+
     @property
     def cancelled(self) -> bool:
         # Asked exactly when a task is about to be sent to a worker: that is the moment
@@ -290,7 +294,7 @@ class _IMapJob:
                 return
             chunk: list[Any] = []
             error: BaseException | None = None
-            size = self._chunksize if self._chunksize > 1 else self._engine.batch_hint(self._ahead)
+            size = self._chunksize if self._chunksize > 1 else self._engine.batch_hint(self._ahead, self._func.func_id)
             try:
                 for _ in range(size):
                     chunk.append(next(self._input))
@@ -325,6 +329,8 @@ class _IMapJob:
             self._arrived.append((ok, value))
 
     # -- job side (dispatcher thread) --
+
+    cancellable = True
 
     @property
     def cancelled(self) -> bool:

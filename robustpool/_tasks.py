@@ -41,6 +41,12 @@ class Job(Protocol):
         """True when tasks not yet started must be dropped (they will never be wanted)."""
         ...
 
+    @property
+    def cancellable(self) -> bool:
+        """False when every task will be wanted whatever happens (the dispatcher may then
+        queue more of them on a worker ahead of time)."""
+        ...
+
     def deliver(self, index: int, values: Sequence[Any]) -> None:
         """Consecutive items starting at ``index`` succeeded with ``values``."""
         ...
