@@ -111,6 +111,8 @@ def owner_is_single_threaded() -> bool:
 
 
 def start(method: str) -> SupervisorProcess:
+    if method == "fork":
+        _preload()
     owner_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         proc = _start_forked(owner_end, sup_end) if method == "fork" else _start_fresh(owner_end, sup_end)
@@ -171,31 +173,56 @@ def _start_fresh(owner_end: socket.socket, sup_end: socket.socket) -> Supervisor
     return SupervisorProcess(popen.pid, Channel(owner_end), "spawn", popen)
 
 
+def _preload() -> None:
+    """Import what the supervisor and its workers need, once, before they are forked.
+
+    Whatever the owner has not imported, every forked supervisor and every worker would
+    import again on its own (the worker module, cloudpickle and tblib, ctypes for prctl):
+    that cost ~10 ms per process, paid at each pool's start on a machine with few cores.
+    Here it is paid once per owner process, and the forks inherit the loaded modules.
+    """
+    from . import _worker  # noqa: F401  (it imports the serializers too)
+
+    _libc()
+
+
 def main(fd: int) -> int:
     """Entry point of a supervisor started as a fresh interpreter."""
-    # Import what workers need once, here, so every fork starts warm.
-    import cloudpickle  # noqa: F401
-    import tblib.pickling_support  # noqa: F401
-
-    from . import _worker  # noqa: F401
-
+    _preload()
     return serve(fd)
 
 
 # --- the supervisor loop (runs in the supervisor) ---------------------------------------
 
 
+_LIBC: list[Any] = []  # the C library's handle, loaded once (None where unavailable)
+
+
+def _libc() -> Any:
+    if not _LIBC:
+        handle = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                handle = ctypes.CDLL(None, use_errno=True)
+            except OSError:
+                pass
+        _LIBC.append(handle)
+    return _LIBC[0]
+
+
+def _prctl(option: int, value: int) -> None:
+    """Linux prctl(2), best effort: without it we lose a safety net, not a function."""
+    libc = _libc()
+    if libc is not None:
+        with contextlib.suppress(AttributeError):
+            libc.prctl(option, value)
+
+
 def _pdeathsig() -> None:
     """Ask Linux to SIGKILL this process when its parent (the supervisor) dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill_group(pid: int, sig: int) -> None:
@@ -339,6 +366,11 @@ class _Supervisor:
             os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
         os.close(data_fd)
         os.close(slot_fd)
+        if not self.children:
+            # A worker just forked has nothing to measure yet; sampling now (psutil's import
+            # and a scan of /proc) would only compete with the pool's start for the CPU.
+            period = _SAMPLE_LIMITED if self.memory_limit else _SAMPLE_EVERY
+            self.next_sample = max(self.next_sample, time.monotonic() + period)
         self.children[pid] = _Child(key, pid, slot, view)
         self.send(WorkerStarted(key, pid))
 
@@ -487,14 +519,7 @@ def _tree_rss(child: _Child, psutil: Any) -> int | None:
 def _subreaper() -> None:
     """Become a child subreaper (Linux): subprocesses orphaned by a task come to us, so
     they can be killed instead of escaping to init."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
+    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
 
 
 def _ignore(signum: int, frame: object) -> None:
