@@ -89,7 +89,7 @@ _BATCH_TARGET_S = 0.0002  # imap(chunksize=1) batches tiny items up to this much
 _MAX_BATCH = 32
 _MAX_DEPTH = 64  # most tasks queued on one worker
 _TARGET_QUEUE_S = 0.002  # keep about this much work queued per worker, for tiny tasks
-_PREFETCH_BELOW_S = 0.01  # a job no one can cancel keeps a 2nd task queued below this
+_PREFETCH_BELOW_S = 0.01  # tasks shorter than this always have a 2nd one queued behind them
 _ESTIMATES = 256  # functions whose timings are remembered
 _WATCH_INTERVAL = 0.02  # how often the supervisor checks deadlines, once any task has one
 _INIT_FAILURES = 3  # consecutive initializer failures that break the pool
@@ -397,19 +397,24 @@ class Dispatcher:
     # -- dispatching --
 
     def _depth(self, t: Task) -> int:
-        """How many tasks like ``t`` to queue on one worker.
+        """How many tasks like ``t`` to keep on one worker (the running one included).
 
-        Enough to hide the round trip for tiny tasks (about _TARGET_QUEUE_S of work), only
-        the running one for slow tasks, so a cancelled job never has more than a few
-        milliseconds of work already committed. A job that cannot be cancelled (map_async,
-        apply_async) keeps a second task queued unless its tasks are known to be slow: a
-        worker then never idles for a round trip between two chunks.
+        The running task plus about _TARGET_QUEUE_S of work behind it, so tiny tasks hide
+        the round trip; and at least one task behind the running one while tasks take
+        under _PREFETCH_BELOW_S, so a worker never idles for a round trip between two
+        short tasks (on a machine whose cores the workers keep busy, the owner's turn to
+        send the next task can take longer than the task). Slow tasks go one at a time,
+        so a cancelled job has at most one task of under _PREFETCH_BELOW_S committed per
+        worker beyond the running ones. Until a function's timing is known, a job that can
+        be cancelled (imap, futures) sends one task at a time; one that cannot (map_async,
+        apply_async) keeps a second queued.
         """
         est = self._task_s.get(t.func.func_id)
-        depth = 1 if est is None else max(1, min(_MAX_DEPTH, int(_TARGET_QUEUE_S / max(est, 1e-7))))
-        if depth < 2 and not t.job.cancellable and (est is None or est < _PREFETCH_BELOW_S):
-            return 2
-        return depth
+        if est is None:
+            return 1 if t.job.cancellable else 2
+        if est >= _PREFETCH_BELOW_S:
+            return 1
+        return max(2, min(_MAX_DEPTH, 1 + int(_TARGET_QUEUE_S / max(est, 1e-7))))
 
     def _learn(self, t: Task, spent: float, count: int) -> None:
         """Fold a result's timing into its function's estimates."""
