@@ -33,7 +33,7 @@ from ._dispatcher import Dispatcher, PoolStats, Settings, shutdown_all
 from ._errors import TaskSerializationError
 from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult, _IMapJob
 from ._settings import parse_memory, positive_int, seconds
-from ._tasks import FuncRef, Job, make_tasks, pickle_function
+from ._tasks import FuncRef, Job, Task, make_tasks, pickle_function
 from ._wire import Mode
 
 T = TypeVar("T")
@@ -165,10 +165,18 @@ class RobustPool:
             for k in range(len(items)):
                 job.fail(k, exc)
             return
-        tasks = []
+        # Tasks go to the dispatcher in batches of doubling size (1, 2, 4, ...): workers
+        # start on the first chunk while the rest are still being pickled, for a handful of
+        # wake-ups whatever the number of chunks.
+        tasks: list[Task] = []
+        sent = 0
         for start in range(0, len(items), chunksize):
             chunk = items[start : start + chunksize]
             tasks += make_tasks(job, ref, mode, start, chunk, timeout, indexed)
+            if len(tasks) > sent:
+                self._engine.submit(tasks)
+                sent += len(tasks)
+                tasks = []
         if tasks:
             self._engine.submit(tasks)
 
