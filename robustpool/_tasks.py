@@ -113,7 +113,7 @@ class Task:
     func: FuncRef
     mode: Mode
     start: int
-    items: list[Any]
+    items: Sequence[Any]  # a list, or a slice of the caller's tuple or range
     payload: bytes
     timeout: float = 0.0
     indexed: bool = True  # False for apply/submit: their errors name no position
@@ -158,7 +158,7 @@ def make_tasks(
     func: FuncRef,
     mode: Mode,
     start: int,
-    items: list[Any],
+    items: Sequence[Any],
     timeout: float = 0.0,
     indexed: bool = True,
     stream: bool = False,

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import operator
 import os
+import signal
 import time
 import traceback
 from collections import Counter
@@ -33,6 +34,7 @@ from robustpool import (
     PoolTerminatedError,
     RemoteTaskError,
     RobustPool,
+    WorkerLostError,
 )
 
 START_METHODS = ["fork", "spawn"]
@@ -237,6 +239,35 @@ def test_map_accepts_generators_and_other_iterables() -> None:
         assert pool.map(_square, (x for x in range(30))) == [x * x for x in range(30)]
         assert pool.map(_square, {3: "a", 1: "b"}) == [9, 1]
         assert pool.starmap(_add, iter([(1, 2), (3, 4)])) == [3, 7]
+
+
+def _sigkill_at(x: int, at: int) -> int:
+    if x == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_map_slices_lists_tuples_and_ranges_without_keeping_them() -> None:
+    inputs: list[Any] = [range(-7, 200, 3), range(50, 0, -2), tuple(range(40)), list(range(40))]
+    with RobustPool(2) as pool:
+        for data in inputs:
+            for chunksize in (None, 1, 7, 1000):
+                assert pool.map(_square, data, chunksize) == [x * x for x in data], (data, chunksize)
+        # Chunks are cut when the call is made: changing the list afterwards changes nothing.
+        pairs = [(0.02, n) for n in range(40)]
+        r = pool.starmap_async(_sleep_return, pairs, 4)
+        pairs[:] = [(0.0, -1)] * 40
+        assert r.get(timeout=GET) == list(range(40))
+
+
+def test_a_death_inside_a_range_chunk_names_its_item() -> None:
+    with RobustPool(2) as pool:
+        r = pool.map_async(functools.partial(_sigkill_at, at=1234), range(3000), 500)
+        with pytest.raises(WorkerLostError) as info:
+            r.get(timeout=GET)
+        assert info.value.task_index == 1234
+        assert "1234" in str(info.value)
+        assert pool.map(_square, range(5)) == [0, 1, 4, 9, 16]
 
 
 def test_empty_iterables_for_every_map_variant() -> None:
