@@ -24,7 +24,7 @@ def parse(argv: list[str] | None = None) -> tuple[configuration.Config, Path | N
     parser.add_argument(
         "--repeats",
         type=int,
-        help="repeats per case (default 5, 3 with --quick); the slow cases are capped at 3, imap_memory at 1",
+        help="repeats per case (default 5, 3 with --quick); tiny_imap_c1 and recovery are capped at 3, imap_memory at 1",
     )
     parser.add_argument("--cases", type=_names, default=(), help=f"comma-separated, from: {', '.join(CASES)}")
     parser.add_argument("--peers", type=_names, default=(), help=f"comma-separated, from: {', '.join(PEERS)}")

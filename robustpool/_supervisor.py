@@ -220,6 +220,25 @@ def _prctl(option: int, value: int) -> None:
             libc.prctl(option, value)
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def _tune_malloc() -> None:
+    """Let a worker keep a little freed heap instead of returning it at every task (glibc).
+
+    With glibc's defaults, a task that receives and returns 1 MiB grows the heap by 2 MiB and
+    trims it again, so every such task page-faults 2 MiB of fresh, kernel-zeroed memory.
+    Blocks under 4 MiB now come from the heap, which keeps up to 16 MiB free before it is
+    trimmed; larger ones are mapped and unmapped as before. Only workers are tuned: the
+    owner is the user's process.
+    """
+    libc = _libc()
+    if libc is not None:
+        with contextlib.suppress(AttributeError):
+            libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+            libc.mallopt(_M_TRIM_THRESHOLD, 16 << 20)
+
+
 def _pdeathsig() -> None:
     """Ask Linux to SIGKILL this process when its parent (the supervisor) dies."""
     _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -382,6 +401,7 @@ class _Supervisor:
             with contextlib.suppress(OSError):
                 os.setpgid(0, 0)
             _pdeathsig()
+            _tune_malloc()
             if os.getppid() != parent:
                 os._exit(1)  # the supervisor died before PDEATHSIG was armed
             signal.set_wakeup_fd(-1)
