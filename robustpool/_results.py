@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 log = logging.getLogger("robustpool")
 
+_BYTES_AHEAD = 32 << 20  # about the most pickled input an imap keeps ahead of its consumer
+
 Cleanup = Callable[[Any], object]
 
 
@@ -246,6 +248,10 @@ class _IMapJob:
         self._input: Iterator[Any] | None = iter(iterable)
         self._chunksize = chunksize
         self._ahead = buffersize * chunksize
+        # Pickled bytes per item (rises at once, decays slowly) and the fewest items to keep
+        # ahead whatever their size: two tasks per worker.
+        self._item_bytes = 0.0
+        self._min_ahead = 2 * engine.settings.processes * chunksize
         self._ordered = ordered
         self._cleanup = cleanup
         self._close_timeout = close_timeout
@@ -271,7 +277,7 @@ class _IMapJob:
         submitting as it goes and stopping at ``deadline`` (a ``time.monotonic()``)."""
         # Refill only once half the window is free: tasks then go out in batches (one
         # wakeup and one write per batch) instead of one syscall pair per consumed item.
-        if self._input is None or (not everything and self._fed - self._yielded > self._ahead // 2):
+        if self._input is None or (not everything and self._fed - self._yielded > self._window() // 2):
             return
         with self._feed_lock:
             while True:
@@ -286,9 +292,19 @@ class _IMapJob:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
 
+    def _window(self) -> int:
+        """Items to keep ahead of the consumer: ``buffersize`` chunks, fewer when items are
+        big, so that about _BYTES_AHEAD of pickled input waits in the owner (the default
+        window of 64 chunks held 64 MiB of 1 MiB items, allocated afresh in bursts), but
+        never fewer than two tasks per worker."""
+        if self._item_bytes <= 0.0:
+            return self._ahead
+        return min(self._ahead, max(self._min_ahead, int(_BYTES_AHEAD / self._item_bytes)))
+
     def _feed_locked(self, tasks: list[Task], everything: bool) -> None:
         # Reading everything goes in slices of one window, so the caller checks its deadline.
-        limit = self._fed + self._ahead if everything else self._yielded + self._ahead
+        window = self._window()
+        limit = self._fed + window if everything else self._yielded + window
         while self._input is not None and not self._closed:
             if self._fed >= limit:
                 return
@@ -310,7 +326,10 @@ class _IMapJob:
                 with self._cond:
                     self._fed += len(chunk)
                 stream = self._chunksize == 1  # items batched by the pool: each replies alone
-                tasks.extend(make_tasks(self, self._func, self._mode, start, chunk, self._task_timeout, stream=stream))
+                made = make_tasks(self, self._func, self._mode, start, chunk, self._task_timeout, stream=stream)
+                tasks.extend(made)
+                per_item = sum(len(t.payload) for t in made) / len(chunk)
+                self._item_bytes = max(per_item, 0.8 * self._item_bytes + 0.2 * per_item)
             if error is not None:
                 with self._cond:
                     self._fed += 1
@@ -321,6 +340,8 @@ class _IMapJob:
                     self._length = self._fed
                     self._cond.notify_all()
                 self._engine.feeder_closed()
+            elif self._window() < window:
+                return  # the items are big: stop at the smaller window
 
     def _store(self, index: int, ok: bool, value: Any) -> None:
         if self._ordered:

@@ -39,6 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from robustpool import IMapIterator, RobustPool, WorkerLostError
+from robustpool._results import _BYTES_AHEAD
 
 GET = 30.0  # bound for any result that should arrive promptly
 PIPELINE_N = 1000
@@ -267,6 +268,28 @@ def test_infinite_generator_with_islice(chunksize: int) -> None:
     with RobustPool(2) as pool, pool.imap(_square, source, chunksize, buffersize=buffersize) as it:
         assert list(itertools.islice(_bounded(it), 50)) == [x * x for x in range(50)]
         assert pulled[0] <= 50 + buffersize * chunksize + chunksize
+
+
+def _nbytes(data: bytes) -> int:
+    return len(data)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize(("n", "chunksize"), [(80, 1), (80, 3), (82, 3), (79, 2)])
+def test_big_items_shrink_the_read_ahead_and_iteration_still_ends(ordered: bool, n: int, chunksize: int) -> None:
+    """1 MiB items: the window drops from ``buffersize`` chunks (here every item) to about
+    _BYTES_AHEAD of input, and the iterator ends whichever chunk meets the input's end."""
+    mib = 1 << 20
+    ahead = _BYTES_AHEAD // mib
+    pulled = [0]
+    source = _counting(pulled, (bytes([k % 256]) * mib for k in range(n)))  # distinct: no pickle memo
+    with RobustPool(2) as pool:
+        imap = pool.imap if ordered else pool.imap_unordered
+        with imap(_nbytes, source, chunksize, buffersize=64) as it:
+            assert it.next(timeout=GET) == mib
+            assert pulled[0] <= 1 + ahead + 2 * chunksize < n
+            assert list(_bounded(it)) == [mib] * (n - 1)
+        assert list(pool.imap(_nbytes, [b"y" * mib] * 9, 4)) == [mib] * 9
 
 
 class _BadAfter:
