@@ -71,7 +71,8 @@ class RobustPool:
     task; one at twice the limit is killed and its task fails with WorkerLostError),
     ``start_method`` (``"fork"`` or ``"spawn"`` for
     the supervisor; by default fork when the owner has a single thread), ``buffersize``
-    (chunks an ``imap`` keeps ahead of its consumer) and ``close_timeout`` (how long closing
+    (chunks an ``imap`` keeps ahead of its consumer; fewer for items whose pickles pass
+    about 32 MiB in all) and ``close_timeout`` (how long closing
     an ``imap`` iterator waits for running tasks so it can clean their results).
     """
 
