@@ -24,6 +24,7 @@ the owner's ``sys.path`` and working directory, like the standard library's spaw
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import mmap
@@ -195,29 +196,26 @@ def main(fd: int) -> int:
 # --- the supervisor loop (runs in the supervisor) ---------------------------------------
 
 
-_LIBC: list[Any] = []  # the C library's handle, loaded once (None where unavailable)
-
-
+@functools.cache
 def _libc() -> Any:
-    if not _LIBC:
-        handle = None
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
+    """The C library's handle, loaded once (None off Linux or where it cannot be loaded)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
 
-                handle = ctypes.CDLL(None, use_errno=True)
-            except OSError:
-                pass
-        _LIBC.append(handle)
-    return _LIBC[0]
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
-def _prctl(option: int, value: int) -> None:
-    """Linux prctl(2), best effort: without it we lose a safety net, not a function."""
+def _libc_call(name: str, *args: int) -> None:
+    """Call a C library function, best effort: without it we lose a safety net or a
+    speed-up, never a function."""
     libc = _libc()
     if libc is not None:
         with contextlib.suppress(AttributeError):
-            libc.prctl(option, value)
+            getattr(libc, name)(*args)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -232,16 +230,13 @@ def _tune_malloc() -> None:
     trimmed; larger ones are mapped and unmapped as before. Only workers are tuned: the
     owner is the user's process.
     """
-    libc = _libc()
-    if libc is not None:
-        with contextlib.suppress(AttributeError):
-            libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
-            libc.mallopt(_M_TRIM_THRESHOLD, 16 << 20)
+    _libc_call("mallopt", _M_MMAP_THRESHOLD, 4 << 20)
+    _libc_call("mallopt", _M_TRIM_THRESHOLD, 16 << 20)
 
 
 def _pdeathsig() -> None:
     """Ask Linux to SIGKILL this process when its parent (the supervisor) dies."""
-    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _libc_call("prctl", 1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill_group(pid: int, sig: int) -> None:
@@ -388,8 +383,7 @@ class _Supervisor:
         if not self.children:
             # A worker just forked has nothing to measure yet; sampling now (psutil's import
             # and a scan of /proc) would only compete with the pool's start for the CPU.
-            period = _SAMPLE_LIMITED if self.memory_limit else _SAMPLE_EVERY
-            self.next_sample = max(self.next_sample, time.monotonic() + period)
+            self.next_sample = max(self.next_sample, time.monotonic() + self._sample_period())
         self.children[pid] = _Child(key, pid, slot, view)
         self.send(WorkerStarted(key, pid))
 
@@ -448,10 +442,13 @@ class _Supervisor:
             child.task_id = task_id
             _kill_group(child.pid, signal.SIGKILL)
 
+    def _sample_period(self) -> float:
+        return _SAMPLE_LIMITED if self.memory_limit else _SAMPLE_EVERY
+
     def sample(self) -> None:
         """Measure each worker tree's RSS; enforce the memory limit; report samples."""
         now = time.monotonic()
-        period = _SAMPLE_LIMITED if self.memory_limit else _SAMPLE_EVERY
+        period = self._sample_period()
         if not self.children or now < self.next_sample:
             return
         self.next_sample = now + period
@@ -539,7 +536,7 @@ def _tree_rss(child: _Child, psutil: Any) -> int | None:
 def _subreaper() -> None:
     """Become a child subreaper (Linux): subprocesses orphaned by a task come to us, so
     they can be killed instead of escaping to init."""
-    _prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    _libc_call("prctl", 36, 1)  # PR_SET_CHILD_SUBREAPER
 
 
 def _ignore(signum: int, frame: object) -> None:
