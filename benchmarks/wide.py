@@ -5,7 +5,8 @@
 For each repeat (robustpool and ``multiprocessing.Pool`` alternate, in fresh child
 processes so one run's leftovers cannot slow the next), it reports:
 
-* ``start``: construction until every worker answered one task (``apply_async`` per worker);
+* ``start``: construction until 2 x ``workers`` tasks of 50 ms each are done (a pool short of
+  workers, or slow to start them, takes longer; ``distinct_workers`` says how many served);
 * ``tasks``: ``map(noop, range(tasks), chunksize=1)`` on that warm pool;
 * ``idle cpu``: CPU seconds (user + system) the supervisor used over ``idle`` seconds of an
   idle pool (robustpool only: the standard library has no supervisor).

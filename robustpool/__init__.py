@@ -21,6 +21,7 @@ if _typing.TYPE_CHECKING:
         TaskSerializationError,
         TaskTimeoutError,
         WorkerLostError,
+        WorkerStartError,
     )
     from ._pool import RobustPool
     from ._results import AsyncResult, IMapIterator, MapResult
@@ -38,6 +39,7 @@ _WHERE = {
     "TaskSerializationError": "._errors",
     "TaskTimeoutError": "._errors",
     "WorkerLostError": "._errors",
+    "WorkerStartError": "._errors",
     "WorkerStats": "._dispatcher",
 }
 
@@ -54,6 +56,7 @@ __all__ = [
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
+    "WorkerStartError",
     "WorkerStats",
 ]
 

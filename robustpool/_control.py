@@ -54,6 +54,14 @@ class Watch:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepare:
+    """Sent first to a supervisor started as a fresh interpreter: the owner's
+    ``multiprocessing`` authkey, so manager proxies work in its workers."""
+
+    authkey: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """Stop every worker, reap them all, say Goodbye and exit.
 
@@ -114,7 +122,17 @@ class Goodbye:
 
 
 Message = (
-    SpawnWorker | KillWorker | Watch | Shutdown | WorkerStarted | WorkerExited | MemoryHigh | Samples | SpawnFailed | Goodbye
+    SpawnWorker
+    | KillWorker
+    | Watch
+    | Prepare
+    | Shutdown
+    | WorkerStarted
+    | WorkerExited
+    | MemoryHigh
+    | Samples
+    | SpawnFailed
+    | Goodbye
 )
 
 

@@ -23,6 +23,7 @@ front of the queue without counting as a failure.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -37,8 +38,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import _forks, _supervisor
 from . import _serialize as ser
-from . import _supervisor
 from ._control import (
     Goodbye,
     KillWorker,
@@ -58,25 +59,33 @@ from ._errors import (
     TaskSerializationError,
     TaskTimeoutError,
     WorkerLostError,
+    WorkerStartError,
     describe_exitcode,
 )
 from ._tasks import Job, Task
 from ._wire import (
+    BUSY,
     FUNC_HEAD,
-    HEADER,
+    ITEM_DEADLINE,
     PHASE_WORDS,
     RESULT_HEAD,
+    SLOT_ERRNO,
+    SLOT_FAULT,
     SLOT_ITEM,
     SLOT_PHASE,
     SLOT_STARTED,
     SLOT_TASK,
+    STREAM,
     TASK_HEAD,
+    TO_OWNER,
     Entry,
+    Fault,
+    Framer,
     FrameReader,
     Kind,
     Phase,
+    ProtocolError,
     Status,
-    frame,
     map_slot,
     new_slot_fd,
 )
@@ -96,6 +105,15 @@ _INIT_FAILURES = 3  # consecutive initializer failures that break the pool
 _TERM_GRACE = 1.0  # SIGTERM -> SIGKILL grace on terminate
 _QUIT_GRACE = 2.0  # how long idle workers get to quit by themselves on close
 _EXIT_WAIT = 5.0  # bound on waiting for the supervisor to exit
+_TERM_FLUSH_WAIT = 0.5  # terminate waits this long for finished items a worker still owes
+_MAX_STARTING = 8  # spawn requests outstanding at once (a wide pool starts in waves)
+_SPAWN_BACKOFF = 0.05  # first wait after a failed spawn; doubles with each failure in a row
+_SPAWN_BACKOFF_MAX = 1.0
+_SPAWN_BUDGET = 8  # failures in a row, with no worker alive, that break the pool
+_PROTOCOL_REASON = (
+    "robustpool killed it: it sent bytes that are not robustpool frames on its data socket "
+    "(did the task write to file descriptors it inherited?): {}"
+)
 _PHASE_UNPICKLE_RESULT = "unpickling the result in the owner"
 
 
@@ -116,8 +134,10 @@ class _Worker:
     inflight: deque[Task] = field(default_factory=deque)
     funcs: dict[int, None] = field(default_factory=dict)
     out: deque[memoryview] = field(default_factory=deque)
-    reader: FrameReader = field(default_factory=FrameReader)
+    reader: FrameReader = field(default_factory=lambda: FrameReader(TO_OWNER))
+    framer: Framer = field(default_factory=Framer)
     writing: bool = False
+    broken: str | None = None  # why we stopped reading it and asked for it to be killed
 
 
 class Wakeable(Protocol):
@@ -192,15 +212,28 @@ class Dispatcher:
         self._deferred: list[Wakeable] = []
         self._done = self._failed = self._retried = self._timed_out = 0
         self._exits: dict[str, int] = {}
+        # Starting workers: the failures in a row, when the next attempt may be made, and
+        # whether the pool may have fewer workers than wanted (so the loop must look).
+        self._spawn_failures = 0
+        self._spawn_retry_at = 0.0
+        self._terminate_until = 0.0  # terminate waits until then for results workers owe
+        self._owner_pid = os.getpid()
         self._supervisor = self._start_supervisor()
-        if settings.memory_limit is not None:
-            self._watch()
-        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self._thread = threading.Thread(target=self._run, name="robustpool-dispatcher", daemon=True)
-        for _ in range(settings.processes):
-            self._spawn()
+        try:
+            if settings.memory_limit is not None:
+                self._watch()
+            self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+            self._thread = threading.Thread(target=self._run, name="robustpool-dispatcher", daemon=True)
+            self._thread.start()  # it starts the workers (see _reconcile)
+        except BaseException:
+            # No thread, no pool (say "can't start new thread" under a thread limit): leave
+            # nothing behind, and let the caller see why.
+            self._supervisor.kill()
+            self._supervisor.wait(_EXIT_WAIT)
+            self._close_sockets()
+            raise
         _live.add(self)
-        self._thread.start()
+        _forks.register(self)
 
     # -- public, thread-safe --
 
@@ -315,33 +348,83 @@ class Dispatcher:
         self._selector.register(proc.channel.sock, selectors.EVENT_READ, self._on_control)
         return proc
 
-    def _spawn(self) -> None:
+    def _reconcile(self) -> None:
+        """Keep ``processes`` workers accepting work: the one place that starts workers.
+
+        Called every loop turn. Workers still starting count as accepting; at most
+        _MAX_STARTING spawn requests are outstanding, so a wide pool starts in waves the
+        supervisor can keep up with, and the dispatcher never blocks on the control
+        socket. A failed start is retried after a backoff that doubles with each failure
+        in a row (see _spawn_failed); nothing is ever dropped silently.
+        """
+        if self._stopping or self._broken is not None or self._closing_done():
+            return
+        if self._supervisor.channel.sock.fileno() < 0 or time.monotonic() < self._spawn_retry_at:
+            return
+        accepting = starting = 0
+        for w in self._workers.values():
+            accepting += w.accepting
+            starting += w.pid is None
+        for _ in range(min(self.settings.processes - accepting, _MAX_STARTING - starting)):
+            if not self._spawn():
+                return
+
+    def _spawn(self) -> bool:
+        """Ask the supervisor for one worker; False (and the failure counted) if we cannot."""
         key = next(self._keys)
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        for end in (mine, theirs):
-            # Room for a whole large frame: fewer wake-ups per megabyte (the kernel caps
-            # the request at its own limit, so this never fails).
-            with contextlib.suppress(OSError):
-                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
-                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
-        slot_fd = new_slot_fd()
         try:
-            slot_map, view = map_slot(slot_fd)
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._spawn_failed(f"cannot create the worker's socket: {exc}")
+            return False
+        try:
+            for end in (mine, theirs):
+                # Room for a whole large frame: fewer wake-ups per megabyte (the kernel caps
+                # the request at its own limit, so this never fails).
+                with contextlib.suppress(OSError):
+                    end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+                    end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+            slot_fd = new_slot_fd()
             try:
-                self._supervisor.channel.send(SpawnWorker(key), fds=(theirs.fileno(), slot_fd))
-            except OSError:
-                mine.close()
-                view.release()
-                slot_map.close()
-                return  # the supervisor is gone; _on_control will notice and restart it
+                slot_map, view = map_slot(slot_fd)
+                try:
+                    self._supervisor.channel.send(SpawnWorker(key), fds=(theirs.fileno(), slot_fd))
+                except BaseException:
+                    view.release()
+                    slot_map.close()
+                    raise
+            finally:
+                os.close(slot_fd)
+        except OSError as exc:
+            mine.close()
+            # The supervisor may be gone (then _on_control notices and starts a new one) or
+            # out of room; either way this is one failed start, retried after a backoff.
+            self._spawn_failed(f"cannot ask the supervisor for a worker: {exc}")
+            return False
         finally:
             theirs.close()
-            os.close(slot_fd)
         mine.setblocking(False)
         w = _Worker(key, mine, view, slot_map)
         self._workers[key] = w
-        self._selector.register(mine, selectors.EVENT_READ, lambda mask, w=w: self._on_worker(w, mask))
-        self._queue_frame(w, frame(Kind.INIT, self.settings.initializer_blob))
+        self._selector.register(mine, selectors.EVENT_READ, functools.partial(self._on_worker, w))
+        self._queue_frame(w, Kind.INIT, self.settings.initializer_blob)
+        return True
+
+    def _spawn_failed(self, why: str) -> None:
+        """One worker could not be started: back off, and break the pool once the budget is
+        spent with no worker alive (the pool could then never run anything)."""
+        self._spawn_failures += 1
+        n = self._spawn_failures
+        self._spawn_retry_at = time.monotonic() + min(_SPAWN_BACKOFF_MAX, _SPAWN_BACKOFF * 2 ** (n - 1))
+        if self._stopping:
+            return
+        alive = any(w.pid is not None for w in self._workers.values())
+        level = logging.ERROR if n == 1 or n % 10 == 0 else logging.DEBUG
+        log.log(level, "robustpool: could not start a worker (%s failure(s) in a row, retrying): %s", n, why)
+        if not alive and n >= _SPAWN_BUDGET and self._broken is None:
+            self._broken = WorkerStartError(n, why)
+            log.error("robustpool: %s", self._broken)
+            self._fail_everything(self._broken)
 
     # -- the loop --
 
@@ -360,22 +443,30 @@ class Dispatcher:
 
     def _step(self) -> None:
         self._take_inbox()
+        self._reconcile()
         self._dispatch()
         self._wake_jobs()
         if self._maybe_stop():
             return
         self._sleeping = True
-        if self._inbox or self._incoming:
-            timeout: float | None = 0.0
-        else:
-            timeout = 0.05 if self._stopping else None
-        events = self._selector.select(timeout)
+        events = self._selector.select(self._sleep_for())
         self._sleeping = False
         for key, mask in events:
             if self._finished.is_set():
                 return  # _finish() closed the sockets these events are about
             key.data(mask)
         self._wake_jobs()
+
+    def _sleep_for(self) -> float | None:
+        """How long the loop may sleep: until a message, or the next thing it must check
+        by itself (stopping, terminate's wait for owed results, a spawn retry)."""
+        if self._inbox or self._incoming:
+            return 0.0
+        if self._stopping or self._terminating:
+            return 0.05
+        if self._spawn_failures and self._broken is None:
+            return max(0.0, self._spawn_retry_at - time.monotonic())
+        return None
 
     def _on_wake(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -459,16 +550,17 @@ class Dispatcher:
     def _assign(self, t: Task, w: _Worker) -> None:
         fid = t.func.func_id
         if fid not in w.funcs:
-            self._queue_frame(w, frame(Kind.FUNC, t.func.blob, FUNC_HEAD.pack(fid)), write=False)
+            self._queue_frame(w, Kind.FUNC, t.func.blob, FUNC_HEAD.pack(fid), write=False)
             w.funcs[fid] = None
             if len(w.funcs) > _FUNC_CACHE:
                 del w.funcs[next(iter(w.funcs))]
         if t.timeout and not self._watching:
             self._watch()
-        head = TASK_HEAD.pack(t.task_id, fid, t.mode, t.stream, t.timeout)
+        flags = (STREAM if t.stream else 0) | (ITEM_DEADLINE if t.item_deadline else 0)
+        head = TASK_HEAD.pack(t.task_id, fid, t.mode, flags, t.timeout)
         # Header and payload go out as separate buffers (sendmsg gathers them): a large
         # payload is never copied in the owner.
-        w.out.append(memoryview(HEADER.pack(len(head) + len(t.payload), Kind.TASK) + head))
+        w.out.append(memoryview(w.framer.head(Kind.TASK, len(t.payload), head)))
         w.out.append(memoryview(t.payload))
         w.inflight.append(t)
         w.assigned += 1
@@ -479,16 +571,15 @@ class Dispatcher:
             w.accepting = False
             self._count_exit("recycled (maxtasksperchild)")
             log.debug("robustpool: worker %s did %s tasks; recycling it", w.pid, w.assigned)
-            if not self._closing_done():
-                self._spawn()
+            self._reconcile()
 
     def _watch(self) -> None:
         self._watching = True
         with contextlib.suppress(OSError):
             self._supervisor.channel.send(Watch(_WATCH_INTERVAL, self.settings.memory_limit))
 
-    def _queue_frame(self, w: _Worker, data: bytes, write: bool = True) -> None:
-        w.out.append(memoryview(data))
+    def _queue_frame(self, w: _Worker, kind: Kind, payload: bytes = b"", head: bytes = b"", write: bool = True) -> None:
+        w.out.append(memoryview(w.framer.frame(kind, payload, head)))
         if write:
             self._write(w)
 
@@ -535,14 +626,31 @@ class Dispatcher:
             except BlockingIOError:
                 alive = True
                 drain = False
+            except ProtocolError as exc:
+                self._on_protocol_error(w, str(exc))
+                return
             except OSError:
                 alive = False
-            for kind, payload in w.reader.frames():
-                self._on_frame(w, kind, payload)
+            try:
+                for kind, payload in w.reader.frames():
+                    self._on_frame(w, kind, payload)
+            except ProtocolError as exc:
+                self._on_protocol_error(w, str(exc))
+                return
             if not alive:
                 self._on_worker_eof(w)
             if not drain:
                 return
+
+    def _on_protocol_error(self, w: _Worker, why: str) -> None:
+        """The worker's bytes are not frames: stop reading it and have it killed. Its task
+        is settled when the exit is reported, with the reason in its WorkerLostError."""
+        if w.broken is not None:
+            return
+        w.broken = _PROTOCOL_REASON.format(why)
+        log.error("robustpool: worker %s: %s", w.pid, w.broken)
+        self._on_worker_eof(w)
+        self._kill(w, signal.SIGKILL, w.broken)
 
     def _on_worker_eof(self, w: _Worker) -> None:
         # The worker closed its end: it exited or is exiting. What happened to its tasks
@@ -560,44 +668,62 @@ class Dispatcher:
             w.ready = True
             self._init_failures = 0
         elif kind == Kind.INIT_FAILED:
-            exc = ser.decode_exception(payload)
+            try:
+                exc = ser.decode_exception(payload)
+            except Exception as err:
+                raise ProtocolError(f"an INIT_FAILED frame that does not decode: {err!r}") from err
             w.init_error = ser.format_exception(exc)
 
     def _on_result(self, w: _Worker, payload: bytes | bytearray) -> None:
+        """A RESULT frame: check it against the task it must be for, then deliver or fail
+        its items. Anything that does not fit is a ProtocolError (the worker is killed)."""
         task_id, status, spent, first, count = RESULT_HEAD.unpack_from(payload)
-        if not w.inflight or w.inflight[0].task_id != task_id:
+        if not w.inflight:
             # Its task was already settled (the pool broke while it ran): nobody waits.
             log.debug("robustpool: dropping a result of worker %s for settled task %s", w.pid, task_id)
             return
         t = w.inflight[0]
-        if status == Status.LOAD_FAILED:
+        if status == Status.FAILED:
             count = t.count - first
-        t.received = first + count
-        if t.received >= t.count:
-            w.inflight.popleft()
-        self._learn(t, spent, count)
+        if task_id != t.task_id or status not in Status._value2member_map_ or first != t.received:
+            raise ProtocolError(f"a result for task {task_id} item {first}, expected task {t.task_id} item {t.received}")
+        if count < 1 or first + count > t.count:
+            raise ProtocolError(f"a result for items {first}..{first + count - 1} of a {t.count}-item task")
         body = memoryview(payload)[RESULT_HEAD.size :]
         job = t.job
         try:
-            decoded: Any = ser.loads(body) if status != Status.LOAD_FAILED else ser.decode_exception(bytes(body))
+            decoded: Any = ser.loads(body) if status != Status.FAILED else ser.decode_exception(bytes(body))
         except BaseException as exc:
             # Only a one-item result, or a result of builtin data (say, out of memory), gets
             # here: the worker pickles any other multi-item result item by item.
+            self._took(w, t, first, count, spent)
             for k in range(first, first + count):
                 self._fail_unpickled_item(t, k, exc)
+            return
+        if status == Status.OK and not (isinstance(decoded, list) and len(decoded) == count):
+            raise ProtocolError(f"an OK result that is not a list of {count} values")
+        if status == Status.ITEMS and not _well_formed_items(decoded, count):
+            raise ProtocolError(f"an ITEMS result that is not {count} entries")
+        self._took(w, t, first, count, spent)
+        if status == Status.OK:
+            job.deliver(t.start + first, decoded)
+            self._done += count
+        elif status == Status.ITEMS:
+            self._deliver_items(t, first, *decoded)
         else:
-            if status == Status.OK:
-                job.deliver(t.start + first, decoded)
-                self._done += count
-            elif status == Status.ITEMS:
-                self._deliver_items(t, first, *decoded)
-            else:
-                _describe_serialization_error(decoded, t, first)
-                self._failed += count
-                for k in range(first, first + count):
-                    job.fail(t.start + k, decoded)
-        if not w.inflight and not w.accepting:
-            self._retire(w)
+            _describe_serialization_error(decoded, t, first)
+            self._failed += count
+            for k in range(first, first + count):
+                job.fail(t.start + k, decoded)
+
+    def _took(self, w: _Worker, t: Task, first: int, count: int, spent: float) -> None:
+        """Items ``first .. first+count-1`` of ``t`` (the worker's oldest task) arrived."""
+        t.received = first + count
+        if t.received >= t.count:
+            w.inflight.popleft()
+            if not w.inflight and not w.accepting:
+                self._retire(w)
+        self._learn(t, spent, count)
 
     def _deliver_items(self, t: Task, first: int, kinds: bytes, data: list[Any]) -> None:
         """Outcomes sent item by item: deliver runs of values at once, fail items alone."""
@@ -653,7 +779,7 @@ class Dispatcher:
     def _retire(self, w: _Worker) -> None:
         if not w.quitting:
             w.quitting = True
-            self._queue_frame(w, frame(Kind.QUIT))
+            self._queue_frame(w, Kind.QUIT)
 
     # -- supervisor events --
 
@@ -669,6 +795,7 @@ class Dispatcher:
                 w = self._workers.get(msg.key)
                 if w is not None:
                     w.pid = msg.pid
+                    self._spawn_failures = 0
                     log.debug("robustpool: worker %s started", msg.pid)
             elif isinstance(msg, WorkerExited):
                 self._on_exit(msg)
@@ -686,6 +813,13 @@ class Dispatcher:
             self._on_supervisor_gone()
 
     def _on_exit(self, msg: WorkerExited) -> None:
+        """A worker was reaped: count what it sent, then settle the tasks it held.
+
+        The task in its slot (if any) is the culprit: it fails or is retried (_blame). A
+        task it finished whose result never arrived is in the slot as REPLYING, and is
+        blamed too, so a death while replying is never re-queued for free. Every other task
+        it held never started: back to the front of the queue, no attempt counted.
+        """
         w = self._workers.pop(msg.key, None)
         if w is None:
             return
@@ -694,60 +828,63 @@ class Dispatcher:
             self._on_worker_eof(w)
         w.sock.close()
         w.pid = msg.pid
-        task_id, phase, item, started = _read_slot(w)
+        slot = _read_slot(w)
+        reason = msg.reason or w.broken or slot.fault_reason()
         expected = (w.quitting and msg.exitcode == 0) or self._stopping
         if not expected:
             self._count_exit(msg.reason if msg.reason == "timeout" else describe_exitcode(msg.exitcode))
             # A death during a task is reported to that task's caller too; one while idle
             # is only seen here, so it is louder.
-            level = logging.INFO if phase not in (Phase.IDLE, Phase.INIT) else logging.WARNING
+            level = logging.INFO if slot.phase in BUSY else logging.WARNING
             who = f"worker {msg.pid}" if msg.pid else "a worker that was still starting"
-            why = f" ({msg.reason})" if msg.reason and msg.reason != "timeout" else ""
+            why = f" ({reason})" if reason and msg.reason != "timeout" else ""
             log.log(level, "robustpool: %s exited with %s%s", who, describe_exitcode(msg.exitcode), why)
-        requeue: list[Task] = []
         if self._terminating:
             while w.inflight:
                 self._fail_task(w.inflight.popleft(), PoolTerminatedError())
+        requeue: list[Task] = []
         for t in w.inflight:
-            if phase not in (Phase.IDLE, Phase.INIT) and t.task_id == task_id:
-                requeue += self._blame(t, w, msg, phase, item, started)
+            if slot.phase in BUSY and t.task_id == slot.task_id:
+                requeue += self._blame(t, msg, slot, reason)
             else:
                 requeue += t.rest()
         w.inflight.clear()
         self._pending.extendleft(reversed(requeue))
         w.slot_view.release()
         w.slot_map.close()
-        if w.init_error is not None or (phase == Phase.INIT and not w.ready):
+        if w.init_error is not None or (slot.phase == Phase.INIT and not w.ready):
             self._on_init_failure(w, msg)
-        if not self._stopping and self._broken is None:
-            self._replace()
 
-    def _replace(self) -> None:
-        active = sum(1 for w in self._workers.values() if w.accepting)
-        if active < self.settings.processes and not self._closing_done():
-            self._spawn()
+    def _blame(self, t: Task, msg: WorkerExited, slot: _SlotReading, reason: str | None) -> list[Task]:
+        """Settle the task a worker died in; returns the tasks to run again.
 
-    def _blame(self, t: Task, w: _Worker, msg: WorkerExited, phase: Phase, item: int, started: int) -> list[Task]:
-        """Settle the task a worker died in; returns the tasks to run again."""
+        The death counts as an attempt of the culprit item. When the worker died over the
+        whole of a multi-item task (unpickling it, pickling or sending its results), the
+        culprit is unknown: each item not yet delivered runs again alone, carrying the
+        attempt, so only the guilty one can kill again and it fails after ``retries + 1``
+        deaths like any other.
+        """
         pid = msg.pid
         t.attempts.append((pid, msg.exitcode))
+        phase = slot.phase
         per_item = phase == Phase.RUNNING or (phase == Phase.DUMPING and t.stream)
-        if not per_item and t.count > 1:
-            # The whole chunk was being (un)pickled: isolate the culprit by running each
-            # item alone. Only the guilty one can kill again.
-            return t.split(range(t.received, t.count))
-        k = min(max(item if per_item else 0, 0), t.count - 1)
-        if k < t.received:
-            # A stream task between items: item k's outcome had arrived, so the death is
-            # nobody's doing here (an outside kill); run the rest again.
-            t.attempts.pop()
-            return t.rest()
+        if not per_item:
+            if t.count - t.received > 1:
+                return t.split(range(t.received, t.count))
+            k = t.received
+        else:
+            k = min(max(slot.item, 0), t.count - 1)
+            if k < t.received:
+                # A stream task between items: item k's outcome had arrived, so the death
+                # is nobody's doing here (an outside kill); run the rest again.
+                t.attempts.pop()
+                return t.rest()
         # Items before k finished, but their results died with the worker: run them again.
         again = t.sub(t.received, k) + t.sub(k + 1, t.count)
         for nt in again:
             nt.attempts = []
         if msg.reason == "timeout" and msg.task_id == t.task_id:
-            elapsed = (time.monotonic_ns() - started) / 1e9
+            elapsed = (time.monotonic_ns() - slot.started) / 1e9
             self._timed_out += 1
             self._failed += 1
             log.warning("robustpool: %s ran past task_timeout (%.2f s); its worker %s was killed", t.describe(k), elapsed, pid)
@@ -763,7 +900,7 @@ class Dispatcher:
             self._failed += 1
             phase_words = PHASE_WORDS.get(phase, "running")
             err = WorkerLostError(
-                pid, msg.exitcode, t.index(k), t.describe(k), phase_words, tuple(t.attempts), msg.last_rss, msg.reason
+                pid, msg.exitcode, t.index(k), t.describe(k), phase_words, tuple(t.attempts), msg.last_rss, reason
             )
             t.job.fail(t.start + k, err)
         return again
@@ -781,8 +918,7 @@ class Dispatcher:
         )
         w.accepting = False
         self._count_exit("recycled (memory_limit)")
-        if not self._closing_done():
-            self._spawn()
+        self._reconcile()  # its replacement starts now, so queued work is not delayed
         if not w.inflight:
             self._retire(w)
 
@@ -815,6 +951,7 @@ class Dispatcher:
                 self._kill(other, signal.SIGKILL, "the pool is broken")
 
     def _on_spawn_failed(self, msg: SpawnFailed) -> None:
+        """The supervisor could not fork the worker: its queued tasks never started."""
         w = self._workers.pop(msg.key, None)
         if w is not None:
             self._on_worker_eof(w)
@@ -822,9 +959,7 @@ class Dispatcher:
             self._pending.extendleft(reversed([r for t in w.inflight for r in t.rest()]))
             w.slot_view.release()
             w.slot_map.close()
-        if not self._stopping:
-            log.error("robustpool: could not start a worker: %s", msg.error)
-            self.call(lambda: None)
+        self._spawn_failed(msg.error)
 
     def _on_supervisor_gone(self) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -843,11 +978,18 @@ class Dispatcher:
         self._kill_known_workers()
         for w in list(self._workers.values()):
             self._on_exit(WorkerExited(w.key, w.pid or 0, -signal.SIGKILL, "its supervisor died"))
-        self._supervisor = self._start_supervisor()
+        try:
+            self._supervisor = self._start_supervisor()
+        except (OSError, RobustPoolError) as exc:
+            log.error("robustpool: could not start a new supervisor: %s", exc)
+            self._broken = WorkerStartError(1, f"cannot start a new supervisor: {exc}")
+            self._fail_everything(self._broken)
+            self._finish()
+            return
         if self._watching or self.settings.memory_limit is not None:
             self._watch()
-        while sum(1 for w in self._workers.values() if w.accepting) < self.settings.processes:
-            self._spawn()
+        self._spawn_failures, self._spawn_retry_at = 0, 0.0
+        self._reconcile()
 
     def _kill(self, w: _Worker, sig: int, reason: str | None) -> None:
         with contextlib.suppress(OSError):
@@ -911,6 +1053,21 @@ class Dispatcher:
         # Queued work fails now; tasks inside workers fail when each worker's exit is
         # reported, so a result that still arrives first is delivered (or cleaned).
         self._fail_queued(PoolTerminatedError())
+        self._terminate_until = time.monotonic() + _TERM_FLUSH_WAIT
+        self._stop_unless_owed()
+
+    def _stop_unless_owed(self) -> None:
+        """Kill the workers, unless one still owes finished items (checked every turn).
+
+        A stream task replies item by item, so items that finished before the one running
+        now are on their way (within a few milliseconds: see the worker's flusher). They
+        are waited for, up to _TERM_FLUSH_WAIT, so that they are delivered or cleaned
+        instead of dying with the worker: the cleanup promise covers a terminate mid-chunk.
+        """
+        if self._stopping:
+            return
+        if time.monotonic() < self._terminate_until and any(_owes_items(w) for w in self._workers.values()):
+            return
         self._begin_stop(_TERM_GRACE, polite=False)
 
     def _begin_stop(self, grace: float, polite: bool) -> None:
@@ -925,7 +1082,9 @@ class Dispatcher:
 
     def _maybe_stop(self) -> bool:
         if not self._stopping:
-            if self._closing_done():
+            if self._terminating:
+                self._stop_unless_owed()
+            elif self._closing_done():
                 self._begin_stop(_QUIT_GRACE, polite=True)
             return False
         if time.monotonic() > self._stop_deadline:
@@ -938,44 +1097,111 @@ class Dispatcher:
         return self._finished.is_set()
 
     def _finish(self) -> None:
+        self._fail_everything(self._broken or PoolTerminatedError())
+        self._wake_jobs()
+        self._close_sockets()
+        _live.discard(self)
+        _forks.unregister(self)
+        self._finished.set()
+
+    def forget_after_fork(self) -> None:
+        """In a child forked from the owner: close our copies of every descriptor, so the
+        supervisor still sees the owner's death as the end of its control socket. Nothing
+        is sent: the sockets are shared with the owner, whose pool goes on."""
+        _live.discard(self)
+        with contextlib.suppress(Exception):
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        """Close every descriptor this engine holds (the workers' sockets and slots, the
+        control socket, the wake-up pair, the selector)."""
         for w in list(self._workers.values()):
             with contextlib.suppress(OSError):
                 w.sock.close()
             with contextlib.suppress(BufferError, ValueError):
                 w.slot_view.release()
                 w.slot_map.close()
-        self._fail_everything(self._broken or PoolTerminatedError())
-        self._wake_jobs()
         self._workers.clear()
         with contextlib.suppress(OSError):
             self._supervisor.channel.sock.close()
-        self._selector.close()
+        with contextlib.suppress(OSError):
+            self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
-        _live.discard(self)
-        self._finished.set()
 
 
-def _read_slot(w: _Worker) -> tuple[int, Phase, int, int]:
-    """(task id, phase, item, started) from a dead worker's slot.
+def _owes_items(w: _Worker) -> bool:
+    """True while a live worker's stream task has finished items whose results have not
+    arrived yet (its slot is past them)."""
+    if w.eof or not w.inflight:
+        return False
+    view = w.slot_view
+    phase, task_id, item = view[SLOT_PHASE], view[SLOT_TASK], view[SLOT_ITEM]
+    for t in w.inflight:
+        if t.task_id == task_id and t.stream:
+            done = t.count if phase == Phase.REPLYING else item if phase in (Phase.RUNNING, Phase.DUMPING) else 0
+            return done > t.received
+    return False
 
-    Garbage (something in the worker scribbled over shared memory) must not take the
-    dispatcher down: then the oldest task queued on the worker, the only one that can
-    have been running, is taken as the culprit, in an unknown item.
+
+@dataclass(frozen=True, slots=True)
+class _SlotReading:
+    """What a dead worker's progress slot says (see ``_wire``)."""
+
+    task_id: int
+    phase: Phase
+    item: int
+    started: int
+    fault: Fault = Fault.NONE
+    errno: int = 0
+
+    def fault_reason(self) -> str | None:
+        """Why the worker's own loop gave up, in words, if it said so."""
+        err = f" ({os.strerror(self.errno)})" if self.errno else ""
+        if self.fault == Fault.SEND:
+            return f"it could not send to the owner{err}: did the task close or replace file descriptors it inherited?"
+        if self.fault == Fault.RECEIVE:
+            return f"it could not read from the owner{err}: did the task close or replace file descriptors it inherited?"
+        if self.fault == Fault.PROTOCOL:
+            return "it received bytes that are not robustpool frames: did the task read from file descriptors it inherited?"
+        if self.fault == Fault.LOOP:
+            return "robustpool's worker loop failed; its traceback is on the worker's stderr"
+        return None
+
+
+def _read_slot(w: _Worker) -> _SlotReading:
+    """What a dead worker was doing, from its slot.
+
+    A task the worker finished but whose result did not arrive is reported as REPLYING
+    even if the worker got as far as marking itself idle. Garbage (something in the worker
+    scribbled over shared memory) must not take the dispatcher down: then the oldest task
+    queued on the worker, the only one that can have been running, is taken as the
+    culprit, in an unknown item.
     """
     view = w.slot_view
     task_id, raw, item, started = view[SLOT_TASK], view[SLOT_PHASE], view[SLOT_ITEM], view[SLOT_STARTED]
-    if raw in (Phase.IDLE, Phase.INIT):
-        return task_id, Phase(raw), item, started  # nothing was running: the rest is stale
+    raw_fault, errno = view[SLOT_FAULT], view[SLOT_ERRNO]
+    fault = Fault(raw_fault) if raw_fault in Fault._value2member_map_ else Fault.LOOP
     known = {t.task_id: t for t in w.inflight}
-    if raw in Phase._value2member_map_ and task_id in known:
-        count = known[task_id].count if task_id in known else 1
-        if 0 <= item < count:
-            return task_id, Phase(raw), item, started
+    if raw == Phase.INIT or (raw == Phase.IDLE and task_id not in known):
+        return _SlotReading(task_id, Phase(raw), item, started, fault, errno)  # nothing was running
+    if raw == Phase.IDLE:
+        raw = Phase.REPLYING
+    if raw in Phase._value2member_map_ and task_id in known and 0 <= item < known[task_id].count:
+        return _SlotReading(task_id, Phase(raw), item, started, fault, errno)
     if not w.inflight:
-        return 0, Phase.IDLE, 0, started
+        return _SlotReading(0, Phase.IDLE, 0, started, fault, errno)
     log.error("robustpool: worker %s left an unreadable progress slot; blaming its oldest task", w.pid)
-    return w.inflight[0].task_id, Phase.LOADING, 0, time.monotonic_ns()
+    return _SlotReading(w.inflight[0].task_id, Phase.LOADING, 0, time.monotonic_ns(), fault, errno)
+
+
+def _well_formed_items(decoded: object, count: int) -> bool:
+    if not (isinstance(decoded, tuple) and len(decoded) == 2):
+        return False
+    kinds, data = decoded
+    if not (isinstance(kinds, bytes) and isinstance(data, list) and len(kinds) == len(data) == count):
+        return False
+    return not kinds.translate(None, bytes(Entry))  # every kind is an Entry
 
 
 def _describe_serialization_error(exc: BaseException, t: Task, k: int) -> None:
@@ -997,3 +1223,10 @@ def shutdown_all(dispatchers: Iterable[Dispatcher] = ()) -> None:
         d.terminate()
     for d in live:
         d.join(timeout=_TERM_GRACE + _EXIT_WAIT)
+
+
+for _cls in (
+    PoolStats,
+    WorkerStats,
+):
+    _cls.__module__ = "robustpool"  # as imported by users (see _errors)

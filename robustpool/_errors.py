@@ -15,6 +15,8 @@ Who raises what:
   owner; carries its type name, message and the worker's formatted traceback.
 * :class:`InitializerError` -- the pool's ``initializer`` failed repeatedly; the pool is
   broken and fails its tasks with this error.
+* :class:`WorkerStartError` -- the system refused to start workers (fork failed: a process
+  limit, no memory) again and again while none was alive; the pool is broken.
 * :class:`PoolTerminatedError` -- you terminated the pool while the task was outstanding.
 """
 
@@ -31,6 +33,7 @@ __all__ = [
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
+    "WorkerStartError",
     "describe_exitcode",
 ]
 
@@ -229,9 +232,46 @@ class InitializerError(RobustPoolError):
         return (type(self), (self.failures, self.remote_traceback))
 
 
+class WorkerStartError(RobustPoolError):
+    """The pool could not start any worker: ``failures`` attempts in a row failed (for
+    example ``fork`` failing with EAGAIN under a process limit) while none was alive.
+
+    The pool retries a failed start with backoff for as long as other workers are alive;
+    only when it has none and the budget is spent does it break, failing every pending and
+    new task with this error. ``last_error`` is the system's last answer.
+    """
+
+    def __init__(self, failures: int, last_error: str) -> None:
+        self.failures = failures
+        self.last_error = last_error
+        super().__init__(
+            f"the pool could not start a worker: {failures} attempts in a row failed and none is alive, so the pool "
+            f"is broken (is a process, thread or memory limit reached? see `ulimit -u`, the container's pids limit). "
+            f"Last error: {last_error}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.failures, self.last_error))
+
+
 class PoolTerminatedError(RobustPoolError):
     """The pool was terminated (``terminate()``, an exception leaving its ``with`` block,
     or garbage collection) before this task produced a result."""
 
     def __init__(self, message: str = "the pool was terminated before this task finished") -> None:
         super().__init__(message)
+
+
+# Public classes say where users import them from: tracebacks print ``robustpool.WorkerLostError``
+# and pickles name ``robustpool.WorkerLostError`` (resolved by the package's lazy namespace).
+for _cls in (
+    RobustPoolError,
+    WorkerLostError,
+    TaskTimeoutError,
+    TaskSerializationError,
+    RemoteTaskError,
+    InitializerError,
+    WorkerStartError,
+    PoolTerminatedError,
+):
+    _cls.__module__ = "robustpool"

@@ -28,11 +28,12 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from . import _forks
 from . import _serialize as ser
 from ._dispatcher import Dispatcher, PoolStats, Settings, shutdown_all
 from ._errors import TaskSerializationError
 from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult, _IMapJob
-from ._settings import parse_memory, positive_int, seconds
+from ._settings import parse_memory, positive_int, seconds, task_limit
 from ._tasks import FuncRef, Job, Task, make_tasks, pickle_function
 from ._wire import Mode
 
@@ -88,9 +89,10 @@ class RobustPool:
         memory_limit: int | str | None = None,
         start_method: str | None = None,
         buffersize: int | None = None,
-        close_timeout: float = 10.0,
+        close_timeout: float | None = 10.0,
     ) -> None:
         self._state = _TERMINATE  # until fully built, so __del__ of a failed init is quiet
+        self._gen = _forks.generation
         nproc = self._check_processes(processes)
         if initializer is not None:
             _check_callable(initializer, "initializer")
@@ -106,7 +108,7 @@ class RobustPool:
             raise ValueError("start_method='fork' needs os.fork, which this platform lacks")
         if buffersize is not None:
             positive_int("buffersize", buffersize)
-        self._task_timeout = seconds("task_timeout", task_timeout)
+        self._task_timeout = task_limit("task_timeout", task_timeout)
         self._close_timeout = seconds("close_timeout", close_timeout)
         self._processes = nproc
         self._buffersize = buffersize or max(64, 32 * nproc)
@@ -136,6 +138,7 @@ class RobustPool:
     # -- helpers --
 
     def _check_running(self) -> None:
+        _forks.check(self._gen, "pool")
         if self._state != _RUN:
             raise ValueError("Pool not running")
         if self._engine.finished and self._engine.broken is not None:
@@ -155,10 +158,18 @@ class RobustPool:
 
     def _timeout(self, task_timeout: float | None) -> float:
         """A call's own task_timeout, or the pool's."""
-        return self._task_timeout if task_timeout is None else seconds("task_timeout", task_timeout)
+        return self._task_timeout if task_timeout is None else task_limit("task_timeout", task_timeout)
 
     def _start(
-        self, job: Job, func: Callable[..., Any], mode: Mode, items: Sequence[Any], chunksize: int, indexed: bool, timeout: float
+        self,
+        job: Job,
+        func: Callable[..., Any],
+        mode: Mode,
+        items: Sequence[Any],
+        chunksize: int,
+        indexed: bool,
+        timeout: float,
+        stream: bool = False,
     ) -> None:
         try:
             ref = self._function(func)
@@ -173,7 +184,7 @@ class RobustPool:
         sent = 0
         for start in range(0, len(items), chunksize):
             chunk = items[start : start + chunksize]
-            tasks += make_tasks(job, ref, mode, start, chunk, timeout, indexed)
+            tasks += make_tasks(job, ref, mode, start, chunk, timeout, indexed, stream)
             if len(tasks) > sent:
                 self._engine.submit(tasks)
                 sent += len(tasks)
@@ -253,7 +264,9 @@ class RobustPool:
         size = self._default_chunksize(len(items)) if chunksize is None else positive_int("chunksize", chunksize)
         result: MapResult[Any] = MapResult(len(items), callback, error_callback, cleanup)
         if items:
-            self._start(result, func, mode, items, size, True, timeout)
+            # With a cleanup, chunks reply item by item, so terminating mid-chunk still
+            # hands back (and cleans) the items that finished.
+            self._start(result, func, mode, items, size, True, timeout, stream=cleanup is not None and size > 1)
         return result
 
     def map(
@@ -365,12 +378,14 @@ class RobustPool:
 
     def close(self) -> None:
         """Accept no new work; workers exit once everything submitted is done."""
+        _forks.check(self._gen, "pool")
         if self._state == _RUN:
             self._state = _CLOSE
             self._engine.close()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the workers to exit after ``close()`` or ``terminate()``."""
+        _forks.check(self._gen, "pool")
         if self._state == _RUN:
             raise ValueError("Pool is still running")
         if self._state == _CLOSE:
@@ -388,6 +403,7 @@ class RobustPool:
 
     def terminate(self) -> None:
         """Stop now: kill the workers, fail outstanding results, clean what iterators hold."""
+        _forks.check(self._gen, "pool")
         if self._state == _TERMINATE and self._engine.finished:
             return
         self._state = _TERMINATE
@@ -410,6 +426,8 @@ class RobustPool:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._gen != _forks.generation:
+            return  # a forked child leaving the owner's with block: not its pool to stop
         if exc_type is None:
             self.close()
             self.join()
@@ -423,6 +441,8 @@ class RobustPool:
                 exc.add_note(f"robustpool: while terminating, {group}: {group.exceptions!r}")
 
     def __del__(self) -> None:
+        if getattr(self, "_gen", None) != _forks.generation:
+            return  # a copy in a forked child: the pool is its owner's business
         if getattr(self, "_state", _TERMINATE) != _TERMINATE and not self._engine.finished:
             warnings.warn(f"unclosed running pool {self!r}", ResourceWarning, source=self, stacklevel=2)
             self._state = _TERMINATE
@@ -436,6 +456,7 @@ class RobustPool:
     def stats(self) -> PoolStats:
         """A frozen snapshot: workers alive, items done/failed/retried/timed out, workers
         replaced and why, and per-worker task counts and RSS."""
+        _forks.check(self._gen, "pool")
         return self._engine.stats()
 
     @property
@@ -449,3 +470,7 @@ class RobustPool:
     @property
     def supervisor_pid(self) -> int:
         return self._engine.supervisor_pid
+
+
+for _cls in (RobustPool,):
+    _cls.__module__ = "robustpool"  # as imported by users (see _errors)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _forks
 from . import _serialize as ser
 from ._tasks import FuncRef, Task, make_tasks
 from ._wire import Mode
@@ -59,6 +60,7 @@ class AsyncResult(Generic[T]):
         self._value: Any = None
         self._callback = callback
         self._error_callback = error_callback
+        self._gen = _forks.generation
 
     # -- job side --
     cancellable = False
@@ -96,9 +98,13 @@ class AsyncResult(Generic[T]):
         return self._ok
 
     def wait(self, timeout: float | None = None) -> None:
+        if not self._event.is_set():
+            _forks.check(self._gen, "result")
         self._event.wait(timeout)
 
     def get(self, timeout: float | None = None) -> T:
+        if not self._event.is_set():
+            _forks.check(self._gen, "result")  # nobody would ever set it in a forked child
         if not self._event.wait(timeout):
             raise _timeout_error()
         if self._ok:
@@ -242,6 +248,7 @@ class _IMapJob:
         task_timeout: float = 0.0,
     ) -> None:
         self._engine = engine
+        self._gen = _forks.generation
         self._task_timeout = task_timeout
         self._func = func
         self._mode = mode
@@ -325,8 +332,14 @@ class _IMapJob:
             if chunk:
                 with self._cond:
                     self._fed += len(chunk)
-                stream = self._chunksize == 1  # items batched by the pool: each replies alone
-                made = make_tasks(self, self._func, self._mode, start, chunk, self._task_timeout, stream=stream)
+                # Items the pool batched are separate tasks to the user: each replies alone
+                # and has the whole timeout. A user's chunk replies item by item when
+                # results must be cleaned: then a stop mid-chunk loses no finished item.
+                batched = self._chunksize == 1
+                stream = batched or self._cleanup is not None
+                made = make_tasks(
+                    self, self._func, self._mode, start, chunk, self._task_timeout, stream=stream, item_deadline=batched
+                )
                 tasks.extend(made)
                 per_item = sum(len(t.payload) for t in made) / len(chunk)
                 self._item_bytes = max(per_item, 0.8 * self._item_bytes + 0.2 * per_item)
@@ -415,6 +428,7 @@ class _IMapJob:
     # -- user side --
 
     def next(self, timeout: float | None = None) -> Any:
+        _forks.check(self._gen, "imap iterator")
         self._feed()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -446,6 +460,7 @@ class _IMapJob:
         later are cleaned on arrival by the pool. Raises an ExceptionGroup if cleanups
         failed (after running all of them).
         """
+        _forks.check(self._gen, "imap iterator")  # its results (and their cleanup) are the owner's
         with self._cond:
             self._closer_waiting = True
         try:
@@ -545,6 +560,14 @@ class IMapIterator(Generic[T]):
 
     def __del__(self) -> None:
         job = getattr(self, "_job", None)
-        if job is not None and not job._closed:
+        if job is not None and not job._closed and job._gen == _forks.generation:
             with contextlib.suppress(BaseException):
                 job._close()
+
+
+for _cls in (
+    AsyncResult,
+    MapResult,
+    IMapIterator,
+):
+    _cls.__module__ = "robustpool"  # as imported by users (see _errors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {
@@ -48,15 +49,28 @@ def parse_memory(value: int | str | None) -> int | None:
     return number
 
 
+# The longest finite limit accepted: about 31 years. Far beyond any real limit, and small
+# enough that a deadline in nanoseconds on the monotonic clock fits the progress slot's int64.
+MAX_SECONDS = 1e9
+
+
 def seconds(name: str, value: float | None) -> float:
-    """A positive number of seconds, or 0.0 for None (no limit)."""
+    """A positive number of seconds; ``math.inf`` (or None) means no limit and gives inf."""
     if value is None:
-        return 0.0
+        return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if not value > 0:
+    if math.isnan(value) or not value > 0:
         raise ValueError(f"{name} must be > 0 seconds, not {value!r}")
+    if value > MAX_SECONDS and not math.isinf(value):
+        raise ValueError(f"{name}={value!r} is too large (at most {MAX_SECONDS:g} s); use None or math.inf for no limit")
     return float(value)
+
+
+def task_limit(name: str, value: float | None) -> float:
+    """A task's time limit as the wire carries it: seconds, or 0.0 for no limit."""
+    limit = seconds(name, value)
+    return 0.0 if math.isinf(limit) else limit
 
 
 def positive_int(name: str, value: object) -> int:

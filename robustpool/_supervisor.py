@@ -38,12 +38,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import _proctable
 from ._control import (
     Channel,
     Goodbye,
     KillWorker,
     MemoryHigh,
     Message,
+    Prepare,
     Samples,
     Shutdown,
     SpawnFailed,
@@ -117,17 +119,32 @@ def start(method: str) -> SupervisorProcess:
     owner_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         proc = _start_forked(owner_end, sup_end) if method == "fork" else _start_fresh(owner_end, sup_end)
+    except BaseException:
+        owner_end.close()
+        raise
     finally:
         sup_end.close()
     return proc
 
 
+def flush_std_streams() -> None:
+    """Flush stdout and stderr before a fork, as the standard library does: text the
+    parent printed but had not flushed would otherwise be printed again by every child
+    that flushes its inherited copy of the buffer (a worker does, on its way out)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+
+
 def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
     fd = sup_end.fileno()
+    flush_std_streams()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked supervisor
         code = 70
         try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the owner decides what Ctrl-C means
             # Objects inherited from the owner must never be finalized here: a stale socket
             # object closing "its" fd number would close one of ours.
             gc.freeze()
@@ -161,17 +178,32 @@ def _max_fd() -> int:
         return 4096
 
 
+# A fresh supervisor runs with -P: nothing from the working directory (or a script's
+# directory) is importable while it boots, so a planted json.py cannot run in it. Its own
+# imports resolve against the interpreter's default path, with robustpool's own location
+# appended last (for a package that is importable only through the owner's path); the
+# owner's sys.path is installed only once the supervisor has imported what it needs.
 _BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
-    "from robustpool._supervisor import main; sys.exit(main(int(sys.argv[1])))"
+    "import sys; sys.path.append(sys.argv[2]); "
+    "from robustpool._supervisor import main; sys.exit(main(int(sys.argv[1]), sys.argv[3]))"
 )
 
 
 def _start_fresh(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
     fd = sup_end.fileno()
-    args = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOT, str(fd), json.dumps(sys.path)]  # type: ignore[attr-defined]
-    popen = subprocess.Popen(args, pass_fds=[fd], cwd=os.getcwd(), stdin=subprocess.DEVNULL)
-    return SupervisorProcess(popen.pid, Channel(owner_end), "spawn", popen)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    args = [sys.executable, *flags, "-P", "-c", _BOOT, str(fd), home, json.dumps(sys.path)]
+    # Its own process group: a Ctrl-C at the terminal reaches the owner, which decides what
+    # it means, and not a supervisor that may still be booting.
+    popen = subprocess.Popen(args, pass_fds=[fd], cwd=os.getcwd(), stdin=subprocess.DEVNULL, process_group=0)
+    proc = SupervisorProcess(popen.pid, Channel(owner_end), "spawn", popen)
+    # Manager proxies unpickled in workers authenticate with the process's authkey; a fresh
+    # interpreter has a random one (a forked supervisor inherits the owner's).
+    import multiprocessing
+
+    proc.channel.send(Prepare(bytes(multiprocessing.current_process().authkey)))
+    return proc
 
 
 def _preload() -> None:
@@ -187,9 +219,10 @@ def _preload() -> None:
     _libc()
 
 
-def main(fd: int) -> int:
+def main(fd: int, owner_path: str) -> int:
     """Entry point of a supervisor started as a fresh interpreter."""
     _preload()
+    sys.path[:] = json.loads(owner_path)  # what workers import (users' functions) resolves as in the owner
     return serve(fd)
 
 
@@ -257,7 +290,6 @@ class _Child:
     task_id: int | None = None
     rss: int | None = None  # last RSS of the worker's process tree, bytes
     high: bool = False  # MemoryHigh already sent
-    proc: Any = None  # psutil.Process, created on first sample
 
 
 class _Supervisor:
@@ -301,7 +333,7 @@ class _Supervisor:
             self.enforce_deadlines()
             self.sample()
             if self.stopping:
-                if not self.children:
+                if not self.children and not self.sweep():
                     if self.owner_alive:
                         with contextlib.suppress(OSError):
                             self.channel.send(Goodbye())
@@ -344,6 +376,10 @@ class _Supervisor:
             self.kill(msg.key, msg.sig, msg.reason)
         elif isinstance(msg, Shutdown):
             self.begin_stop(msg.grace, polite=msg.polite)
+        elif isinstance(msg, Prepare):
+            import multiprocessing.process
+
+            multiprocessing.process.current_process().authkey = msg.authkey
         elif isinstance(msg, Watch):
             self.watch = min(self.watch, msg.interval)
             if msg.memory_limit is not None:
@@ -367,11 +403,14 @@ class _Supervisor:
             return
         data_fd, slot_fd = fds
         slot, view = map_slot(slot_fd)
+        flush_std_streams()
         try:
             pid = os.fork()
         except OSError as exc:
             os.close(data_fd)
             os.close(slot_fd)
+            view.release()
+            slot.close()
             self.send(SpawnFailed(key, f"fork failed: {exc}"))
             return
         if pid == 0:  # pragma: no cover - runs in the new worker
@@ -410,6 +449,7 @@ class _Supervisor:
             for child in self.children.values():
                 child.view.release()
                 child.slot.close()
+            _after_fork_in_worker()
             from ._worker import serve as serve_worker
 
             code = serve_worker(data_fd, slot_fd)
@@ -433,8 +473,8 @@ class _Supervisor:
             deadline = child.view[SLOT_DEADLINE]
             if not deadline or now < deadline or child.reason is not None:
                 continue
-            if child.view[SLOT_PHASE] in (Phase.IDLE, Phase.INIT):
-                continue
+            if child.view[SLOT_PHASE] in (Phase.IDLE, Phase.INIT, Phase.REPLYING):
+                continue  # not running a task (a finished task's result is not timed)
             task_id = child.view[SLOT_TASK]
             if child.view[SLOT_DEADLINE] != deadline:
                 continue  # the worker moved on to another task while we looked
@@ -446,16 +486,18 @@ class _Supervisor:
         return _SAMPLE_LIMITED if self.memory_limit else _SAMPLE_EVERY
 
     def sample(self) -> None:
-        """Measure each worker tree's RSS; enforce the memory limit; report samples."""
+        """Measure each worker tree's RSS; enforce the memory limit; report samples; kill
+        strays. One scan of the process table serves all of it, whatever the pool's size."""
         now = time.monotonic()
         period = self._sample_period()
         if not self.children or now < self.next_sample:
             return
         self.next_sample = now + period
-        import psutil
-
+        table = _proctable.scan()
         for child in self.children.values():
-            child.rss = _tree_rss(child, psutil)
+            rss = table.tree_rss(child.pid)
+            if rss is not None:
+                child.rss = rss
             if child.rss is None or not self.memory_limit or child.reason is not None:
                 continue
             if child.rss > _HARD_FACTOR * self.memory_limit:
@@ -468,41 +510,47 @@ class _Supervisor:
             elif child.rss > self.memory_limit and not child.high:
                 child.high = True
                 self.send(MemoryHigh(child.key, child.rss))
+        self.sweep(table)
         if now >= self.next_report:
             self.next_report = now + _SAMPLE_EVERY
             self.send(Samples(tuple((c.key, c.rss) for c in self.children.values() if c.rss is not None)))
 
     def reap(self) -> None:
+        reaped = False
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
+            reaped = True
             child = self.children.pop(pid, None)
             if child is None:
-                continue
+                continue  # a stray we killed (see sweep)
             # Subprocesses the task started are in the worker's group: they go with it.
             _kill_group(pid, signal.SIGKILL)
             code = os.waitstatus_to_exitcode(status)
             self.send(WorkerExited(child.key, pid, code, child.reason, child.task_id, child.rss))
             child.view.release()
             child.slot.close()
-            self.kill_orphans()
+        if reaped:
+            # A process that died left its children to us (we are a child subreaper).
+            self.sweep()
 
-    def kill_orphans(self) -> None:
-        """Kill processes that task subprocesses left behind and that were reparented to
-        us (we are a child subreaper): the pool owns everything its tasks start."""
-        try:
-            import psutil
-
-            strays = [p for p in psutil.Process().children() if p.pid not in self.children]
-        except Exception:
-            return
-        for p in strays:
-            with contextlib.suppress(Exception):
-                p.kill()
+    def sweep(self, table: _proctable.Table | None = None) -> int:
+        """Kill every process reparented to us that is not a worker, with its whole tree:
+        what tasks left behind (a task's own subprocess, daemons it started, their children
+        once their parent is gone). The pool owns everything its tasks start, so none may
+        outlive its worker. Returns how many live strays there were."""
+        table = table or _proctable.scan()
+        me = os.getpid()
+        strays = [pid for pid in table.children.get(me, ()) if pid not in self.children and not table.procs[pid].zombie]
+        for pid in strays:
+            for victim in [*table.descendants(pid), pid]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(victim, signal.SIGKILL)
+        return len(strays)
 
     def begin_stop(self, grace: float, polite: bool = False) -> None:
         deadline = time.monotonic() + max(0.0, grace)
@@ -516,21 +564,28 @@ class _Supervisor:
             self._kill_all(signal.SIGTERM if grace > 0 and first else signal.SIGKILL)
 
     def _kill_all(self, sig: int) -> None:
+        """Signal every worker's group; SIGKILL also reaches each worker's whole tree (a
+        task's subprocess in a session of its own is not in the worker's group)."""
+        table = _proctable.scan() if sig == signal.SIGKILL else None
         for child in self.children.values():
+            if table is not None:
+                for pid in table.descendants(child.pid):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
             _kill_group(child.pid, sig)
 
 
-def _tree_rss(child: _Child, psutil: Any) -> int | None:
-    try:
-        if child.proc is None:
-            child.proc = psutil.Process(child.pid)
-        total: int = child.proc.memory_info().rss
-        for sub in child.proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += sub.memory_info().rss
-        return total
-    except psutil.Error:
-        return child.rss
+def _after_fork_in_worker() -> None:
+    """What ``multiprocessing`` does in a child it forks, done for our workers: run the
+    hooks registered with ``multiprocessing.util.register_after_fork`` (a manager proxy
+    must open its own connection, not share its parent's) and drop the parent's finalizers.
+    Only when the module is loaded: otherwise nothing can have registered a hook."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    with contextlib.suppress(Exception):
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
 
 
 def _subreaper() -> None:

@@ -117,7 +117,10 @@ class Task:
     payload: bytes
     timeout: float = 0.0
     indexed: bool = True  # False for apply/submit: their errors name no position
-    stream: bool = False  # items were batched by the pool, not the user: reply item by item
+    # Reply item by item (items the pool batched, or a chunk whose job cleans unwanted
+    # results: finished items must come back even if a later one never ends).
+    stream: bool = False
+    item_deadline: bool = False  # each item gets the whole timeout (items the pool batched)
     task_id: int = field(default_factory=lambda: next(_task_ids))
     attempts: list[tuple[int, int | None]] = field(default_factory=list)
     received: int = 0  # items whose outcome arrived (a stream task's arrive one by one)
@@ -146,7 +149,9 @@ class Task:
         if begin >= end:
             return []
         items = self.items[begin:end]
-        return make_tasks(self.job, self.func, self.mode, self.start + begin, items, self.timeout, self.indexed, self.stream)
+        return make_tasks(
+            self.job, self.func, self.mode, self.start + begin, items, self.timeout, self.indexed, self.stream, self.item_deadline
+        )
 
     def rest(self) -> list[Task]:
         """The items whose outcome has not arrived, as tasks to run again."""
@@ -162,6 +167,7 @@ def make_tasks(
     timeout: float = 0.0,
     indexed: bool = True,
     stream: bool = False,
+    item_deadline: bool = False,
 ) -> list[Task]:
     """Pickle ``items`` into one task; items that cannot be pickled fail on the job at once.
 
@@ -169,7 +175,7 @@ def make_tasks(
     TaskSerializationError and the others are returned as one task per run of good items.
     """
     try:
-        return [Task(job, func, mode, start, items, ser.dumps(items), timeout, indexed, stream)]
+        return [Task(job, func, mode, start, items, ser.dumps(items), timeout, indexed, stream, item_deadline)]
     except Exception:
         pass
     tasks: list[Task] = []
@@ -184,12 +190,12 @@ def make_tasks(
             ser.detach_traceback(exc, "Traceback of the pickling error, in the owner")
             err.__cause__ = exc
             if run:
-                tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream))
+                tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream, item_deadline))
                 run = []
             job.fail(start + k, err)
             run_start = start + k + 1
         else:
             run.append(item)
     if run:
-        tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream))
+        tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream, item_deadline))
     return tasks

@@ -2,11 +2,11 @@
 
 Each worker has one duplex stream socket to the owner. Both directions carry frames::
 
-    [u32 payload length][u8 kind][payload]
+    [u32 payload length][u8 kind][u8 magic][u16 sequence number][payload]
 
     owner -> worker   INIT   pickled (initializer, initargs), or empty     (always first)
                       FUNC   [i64 func_id] pickled callable                 (once per worker)
-                      TASK   [i64 task_id][i64 func_id][u8 mode][u8 stream][f64 timeout]
+                      TASK   [i64 task_id][i64 func_id][u8 mode][u8 flags][f64 timeout]
                              pickled items
                       QUIT   empty: finish and exit 0
     worker -> owner   READY       [i64 pid]
@@ -14,14 +14,25 @@ Each worker has one duplex stream socket to the owner. Both directions carry fra
                       RESULT      [i64 task_id][u8 status][f64 seconds spent]
                                   [u32 first item][u32 item count] payload
 
+Every frame is checked on arrival: the magic byte, a kind the receiver expects, the least
+payload that kind carries, and the sequence number (each direction counts its frames from 0,
+modulo 2**16). A task can write into, or read from, the descriptors its worker inherited;
+without the checks a stray byte would shift every later frame, and a bogus length would make
+the reader wait for (or allocate) gigabytes. Any mismatch raises :class:`ProtocolError`: the
+owner then kills that worker and its task fails; a worker exits.
+
 A RESULT covers items ``first .. first+count-1`` of its task. A task's results come in one
-RESULT, except for a *stream* task (items the owner batched on its own, for an ``imap`` with
-chunksize 1), whose items are separate tasks to the user that merely shared a frame on the
-way in: their outcomes are sent in as many RESULTs as needed so that none waits behind a
-slow neighbour. The payload depends on the status: OK, a pickled list of the values (builtin
-data only, or a single item); ITEMS, a pickled list of ``(Entry, data)``, one per item, where
-data is a builtin scalar (VALUE), the item's value pickled alone (PICKLED) or an encoded
-exception (ERROR); LOAD_FAILED, one encoded exception that fails every item.
+RESULT, except for a *stream* task (``flags & STREAM``: items the owner batched on its own
+for an ``imap`` with chunksize 1, or a chunk whose job cleans unwanted results), whose
+outcomes are sent in as many RESULTs as needed so that none waits behind a slow neighbour and
+finished items can be handed over (or cleaned) even if a later item never ends. With
+``flags & ITEM_DEADLINE`` each item gets the whole timeout (they are separate tasks to the
+user); otherwise the timeout covers the task. A result too large for one frame is sent item
+by item; one item too large fails alone. The payload depends on the status: OK, a pickled
+list of the values (builtin data only, or a single item); ITEMS, a pickled list of
+``(Entry, data)``, one per item, where data is a builtin scalar (VALUE), the item's value
+pickled alone (PICKLED) or an encoded exception (ERROR); FAILED, one encoded exception that
+fails every item from ``first`` on.
 
 The progress slot is a small shared-memory page per worker (an mmap of a memfd), written by
 the worker and read by the owner and the supervisor. It replaces acknowledgement frames:
@@ -29,25 +40,39 @@ before touching a task the worker stores the task id and phase there, so when th
 dies the owner reads exactly which task, which item and which phase it was in -- without a
 syscall per task on the hot path. The supervisor reads the same slot to enforce timeouts.
 Field writes are ordered so that a reader that sees a non-idle phase also sees that task's
-id, start and deadline (the phase is stored last, and reset to idle first).
+id, start and deadline (the phase is stored last, and reset to idle first). A finished task
+stays in the slot as REPLYING until its result is handed to the socket: a worker that dies
+then (its socket broken by the task, a result too large, a kill from outside mid-send) is
+blamed on that task like any other death, so nothing is re-queued forever. A worker whose
+own loop fails writes why into the slot's fault fields before it exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import mmap
 import os
 import socket
 import struct
+import sys
 import tempfile
 from collections.abc import Iterator
 
-HEADER = struct.Struct("<IB")
+HEADER = struct.Struct("<IBBH")
 FUNC_HEAD = struct.Struct("<q")
 TASK_HEAD = struct.Struct("<qqBBd")
 RESULT_HEAD = struct.Struct("<qBdII")
 PID = struct.Struct("<q")
+MAGIC = 0xA7
+_SEQ_MASK = 0xFFFF
+# The largest payload one frame carries (its length field is a u32). Read at each use, not
+# bound at import, so a test can lower it in a worker through the pool's initializer.
 MAX_FRAME = 2**32 - 1
+
+# TASK flags
+STREAM = 1  # reply item by item (see the module docstring)
+ITEM_DEADLINE = 2  # each item has the whole timeout
 
 
 class Kind(enum.IntEnum):
@@ -71,7 +96,7 @@ class Mode(enum.IntEnum):
 class Status(enum.IntEnum):
     OK = 0
     ITEMS = 1
-    LOAD_FAILED = 2
+    FAILED = 2
 
 
 class Entry(enum.IntEnum):
@@ -90,7 +115,11 @@ class Phase(enum.IntEnum):
     LOADING = 2
     RUNNING = 3
     DUMPING = 4
+    REPLYING = 5  # the task finished; its result is not yet handed to the socket
 
+
+# Phases in which the worker is working on the task in its slot (IDLE, INIT: on none).
+BUSY = frozenset({Phase.LOADING, Phase.RUNNING, Phase.DUMPING, Phase.REPLYING})
 
 PHASE_WORDS = {
     Phase.IDLE: "idle",
@@ -98,19 +127,59 @@ PHASE_WORDS = {
     Phase.LOADING: "unpickling",
     Phase.RUNNING: "running",
     Phase.DUMPING: "pickling the result of",
+    Phase.REPLYING: "sending the result of",
 }
 
 
-def frame(kind: Kind, payload: bytes = b"", head: bytes = b"") -> bytes:
-    return frame_head(kind, len(payload), head) + payload
+class Fault(enum.IntEnum):
+    """Why a worker's own loop gave up, as it writes in its slot before exiting."""
+
+    NONE = 0
+    SEND = 1  # sending to the owner failed (errno in SLOT_ERRNO)
+    RECEIVE = 2  # reading from the owner failed (errno in SLOT_ERRNO)
+    PROTOCOL = 3  # the owner's bytes were not frames
+    LOOP = 4  # any other error in the worker loop (its traceback is on stderr)
 
 
-def frame_head(kind: Kind, payload_size: int, head: bytes = b"") -> bytes:
-    """The frame header plus ``head``, for a payload sent as a separate buffer."""
-    size = len(head) + payload_size
-    if size > MAX_FRAME:
-        raise OverflowError(f"a frame of {size} bytes exceeds the 4 GiB limit")
-    return HEADER.pack(size, kind) + head
+# Exit code of a worker whose loop failed (EX_SOFTWARE): the slot's fault fields say why.
+EXIT_LOOP_FAILED = 70
+
+# What each side may receive: kind -> the least payload it carries.
+TO_WORKER = {Kind.INIT: 0, Kind.FUNC: FUNC_HEAD.size, Kind.TASK: TASK_HEAD.size, Kind.QUIT: 0}
+TO_OWNER = {Kind.READY: PID.size, Kind.INIT_FAILED: 1, Kind.RESULT: RESULT_HEAD.size}
+
+
+class ProtocolError(Exception):
+    """Bytes on a data socket that are not the frame the protocol expects there."""
+
+
+class FrameTooLarge(OverflowError):
+    """A payload larger than one frame can carry."""
+
+
+class Framer:
+    """Builds the frames one side sends on one socket, numbering them in order.
+
+    Not thread-safe: whoever builds frames for a socket must also queue them in the order
+    they were built (the worker does both under one lock).
+    """
+
+    __slots__ = ("_seq",)
+
+    def __init__(self) -> None:
+        self._seq = 0
+
+    def head(self, kind: Kind, payload_size: int, head: bytes = b"") -> bytes:
+        """The frame header plus ``head``, for a payload sent as a separate buffer."""
+        size = len(head) + payload_size
+        if size > MAX_FRAME:
+            raise FrameTooLarge(f"a frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
+        seq = self._seq
+        self._seq = (seq + 1) & _SEQ_MASK
+        return HEADER.pack(size, kind, MAGIC, seq) + head
+
+    def frame(self, kind: Kind, payload: bytes = b"", head: bytes = b"") -> bytes:
+        return self.head(kind, len(payload), head) + payload
 
 
 class FrameReader:
@@ -121,11 +190,13 @@ class FrameReader:
     handed over as is, so its bytes are copied once, by the kernel, instead of three times.
     """
 
-    __slots__ = ("_big", "_big_kind", "_big_view", "_buf", "_got", "_pos", "_ready")
+    __slots__ = ("_accepts", "_big", "_big_kind", "_big_view", "_buf", "_got", "_pos", "_ready", "_seq")
 
     BIG = 1 << 16
 
-    def __init__(self) -> None:
+    def __init__(self, accepts: dict[Kind, int]) -> None:
+        self._accepts = accepts
+        self._seq = 0
         self._buf = bytearray()
         self._pos = 0
         self._ready: list[tuple[int, bytes | bytearray]] = []
@@ -157,15 +228,30 @@ class FrameReader:
         self._buf += data
         return True
 
+    def _header(self, buf: bytearray, pos: int) -> tuple[int, int]:
+        """(size, kind) of the frame header at ``pos``, checked; the sequence advances only
+        once the frame is taken (see ``_take_seq``)."""
+        size, kind, magic, seq = HEADER.unpack_from(buf, pos)
+        if magic != MAGIC or seq != self._seq:
+            raise ProtocolError(f"bad frame header {bytes(buf[pos : pos + HEADER.size]).hex()} (expected frame #{self._seq})")
+        least = self._accepts.get(kind)
+        if least is None or size < least:
+            raise ProtocolError(f"unexpected frame: kind {kind}, {size} bytes")
+        return size, kind
+
+    def _take_seq(self) -> None:
+        self._seq = (self._seq + 1) & _SEQ_MASK
+
     def _start_big(self) -> None:
         """If the next frame is large, move what we have of it into its own buffer."""
         buf, pos = self._buf, self._pos
         if len(buf) - pos < HEADER.size:
             return
-        size, kind = HEADER.unpack_from(buf, pos)
+        size, kind = self._header(buf, pos)
         have = len(buf) - pos - HEADER.size
         if size < self.BIG or have >= size:
             return
+        self._take_seq()
         big = bytearray(size)
         big[:have] = buf[pos + HEADER.size :]
         del buf[:]
@@ -179,12 +265,13 @@ class FrameReader:
         buf, pos = self._buf, self._pos
         if len(buf) - pos < HEADER.size:
             return None
-        size, kind = HEADER.unpack_from(buf, pos)
+        size, kind = self._header(buf, pos)
         end = pos + HEADER.size + size
         if end > len(buf):
             return None
         payload = bytes(buf[pos + HEADER.size : end])
         self._pos = end
+        self._take_seq()
         return kind, payload
 
     def frames(self) -> Iterator[tuple[int, bytes | bytearray]]:
@@ -195,13 +282,13 @@ class FrameReader:
 # --- progress slot -----------------------------------------------------------------------
 
 SLOT_SIZE = 64
-SLOT_TASK, SLOT_PHASE, SLOT_ITEM, SLOT_STARTED, SLOT_DEADLINE = range(5)
+SLOT_TASK, SLOT_PHASE, SLOT_ITEM, SLOT_STARTED, SLOT_DEADLINE, SLOT_FAULT, SLOT_ERRNO = range(7)
 
 
 def new_slot_fd() -> int:
     """A file descriptor for one worker's progress slot, zero-filled."""
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("robustpool-slot", os.MFD_CLOEXEC)
+        fd = os.memfd_create(_SLOT_NAME, os.MFD_CLOEXEC)
     else:  # macOS: an unlinked temporary file serves the same purpose
         with tempfile.TemporaryFile() as f:
             fd = os.dup(f.fileno())
@@ -210,6 +297,27 @@ def new_slot_fd() -> int:
     return fd
 
 
+_SLOT_NAME = "robustpool-slot"
+
+
 def map_slot(fd: int) -> tuple[mmap.mmap, memoryview]:
     mm = mmap.mmap(fd, SLOT_SIZE)
+    return mm, memoryview(mm).cast("q")
+
+
+def map_slot_untracked(fd: int) -> tuple[mmap.mmap, memoryview]:
+    """Map a slot for a worker, leaving no descriptor of it behind (the caller closes
+    ``fd``). An mmap object keeps a duplicate of its file's descriptor; in a worker, a task
+    writing into the descriptors it inherited would write into the slot through it, and a
+    scribbled slot can make a death look like an idle one. The returned mapping must never
+    be closed (on 3.11/3.12 its descriptor number is closed under it): keep it for life."""
+    if sys.version_info >= (3, 13):
+        mm = mmap.mmap(fd, SLOT_SIZE, trackfd=False)
+    else:
+        mm = mmap.mmap(fd, SLOT_SIZE)
+        with contextlib.suppress(OSError):
+            for name in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError, ValueError):
+                    if int(name) != fd and os.readlink(f"/proc/self/fd/{name}").startswith(f"/memfd:{_SLOT_NAME}"):
+                        os.close(int(name))
     return mm, memoryview(mm).cast("q")

@@ -25,26 +25,33 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _serialize as ser
+from . import _wire as wire
 from ._errors import TaskSerializationError
 from ._wire import (
     FUNC_HEAD,
+    ITEM_DEADLINE,
     PID,
     RESULT_HEAD,
     SLOT_DEADLINE,
+    SLOT_ERRNO,
+    SLOT_FAULT,
     SLOT_ITEM,
     SLOT_PHASE,
     SLOT_STARTED,
     SLOT_TASK,
+    STREAM,
     TASK_HEAD,
+    TO_WORKER,
     Entry,
+    Fault,
+    Framer,
     FrameReader,
     Kind,
     Mode,
     Phase,
+    ProtocolError,
     Status,
-    frame,
-    frame_head,
-    map_slot,
+    map_slot_untracked,
 )
 
 _FLUSH_COUNT = 32
@@ -61,12 +68,28 @@ _FUNC_CACHE = 128  # must equal the owner's mirror of this cache (see _dispatche
 
 _PHASE_LOAD = "unpickling the task in the worker"
 _PHASE_DUMP = "pickling the result in the worker"
+_MAX_TIMEOUT = 1e10  # seconds; the owner refuses more than 1e9, so a larger value is garbage
+_NOT_BUSY = (Phase.IDLE, Phase.INIT, Phase.REPLYING)  # the flusher has nothing to watch
+
+
+_KEEP: list[object] = []
+
+
+class _SendFailed(Exception):
+    """Sending to the owner failed with an OSError other than the owner being gone."""
+
+
+def _too_large(size: int) -> TaskSerializationError:
+    return TaskSerializationError(
+        _PHASE_DUMP, f"the pickled result is {size} bytes, over the {wire.MAX_FRAME}-byte limit of one frame"
+    )
 
 
 class _Worker:
     def __init__(self, sock: socket.socket, view: memoryview) -> None:
         self.sock = sock
         self.view = view
+        self.framer = Framer()
         self.funcs: dict[int, bytes | Callable[..., Any]] = {}
         self.out: list[bytes] = []  # frames waiting to be sent
         self.first_pending = 0
@@ -84,6 +107,9 @@ class _Worker:
         self.armed = False  # the flusher is watching; only it disarms, and only when blocked
         self.wakeup = threading.Event()
         self.flusher: threading.Thread | None = None
+        # The flusher thread could not be started (a process or thread limit): results are
+        # then sent as soon as they are ready instead of being held for company.
+        self.no_flusher = False
 
     # -- sending --
 
@@ -92,9 +118,19 @@ class _Worker:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
-        out = self.out
-        if not out:
+        if not self.out:
             return
+        try:
+            self._send_locked()
+        except (BrokenPipeError, ConnectionResetError):
+            raise  # the owner is gone
+        except OSError as exc:
+            # The task closed or replaced the socket's descriptor, or the kernel refused:
+            # the result cannot leave, so the worker must die and be blamed for it.
+            raise _SendFailed(str(exc)) from exc
+
+    def _send_locked(self) -> None:
+        out = self.out
         if len(out) == 1:
             self.sock.sendall(out[0])
         else:
@@ -120,32 +156,54 @@ class _Worker:
         if len(self.out) >= 2 * _FLUSH_COUNT or now - self.first_pending >= _FLUSH_NS:
             self._flush_locked()
 
-    def reply(self, task_id: int, status: Status, start: int, body: bytes, first: int, count: int) -> None:
-        """Queue a RESULT for items ``first .. first+count-1``; send the queue when due."""
-        now = time.monotonic_ns()
-        head = frame_head(Kind.RESULT, len(body), RESULT_HEAD.pack(task_id, status, (now - start) / 1e9, first, count))
+    def send_frame(self, kind: Kind, payload: bytes = b"", head: bytes = b"") -> None:
+        """Build and send one frame at once (the handshake)."""
         with self.lock:
+            self.out.append(self.framer.frame(kind, payload, head))
+            self._flush_locked()
+
+    def reply(self, task_id: int, status: Status, start: int, body: bytes, first: int, count: int) -> None:
+        """Queue a RESULT for items ``first .. first+count-1``; send the queue when due.
+
+        The frame is numbered and queued under the lock, so frames leave in the order they
+        were numbered even while the flusher seals a stream task's outcomes.
+        """
+        now = time.monotonic_ns()
+        with self.lock:
+            head = self.framer.head(Kind.RESULT, len(body), RESULT_HEAD.pack(task_id, status, (now - start) / 1e9, first, count))
             self._queue_locked(now, head, body)
-            if now - start >= _SLOW_TASK_NS:
+            if now - start >= _SLOW_TASK_NS or self.no_flusher:
                 self._flush_locked()
             else:
                 self._flush_if_due_locked(now)
 
     def _seal_locked(self) -> None:
-        """Frame the stream task's outcomes recorded since the last seal, as one RESULT."""
-        data = self.data
-        n = len(data)  # kinds[k] is always stored before data[k]
+        """Frame the stream task's outcomes recorded since the last seal, as RESULTs."""
+        n = len(self.data)  # kinds[k] is always stored before data[k]
         first = self.sealed
         if n <= first:
             return
-        # Builtin scalars, bytes and encoded errors only: no user code runs here, so the
-        # flusher thread may do this while the main thread runs an item.
-        body = ser.dumps_entries(bytes(self.kinds[first:n]), data[first:n])
         now = time.monotonic_ns()
         spent = (now - self.piece_began) / 1e9
-        head = frame_head(Kind.RESULT, len(body), RESULT_HEAD.pack(self.stream_task, Status.ITEMS, spent, first, n - first))
-        self._queue_locked(now, head, body)
+        self._seal_range_locked(first, n, spent, now)
         self.sealed, self.piece_began = n, now
+
+    def _seal_range_locked(self, first: int, end: int, spent: float, now: int) -> None:
+        """One RESULT for outcomes ``first .. end-1``, or halves of it if it is too large."""
+        # Builtin scalars, bytes and encoded errors only: no user code runs here, so the
+        # flusher thread may do this while the main thread runs an item.
+        body = ser.dumps_entries(bytes(self.kinds[first:end]), self.data[first:end])
+        if len(body) + RESULT_HEAD.size > wire.MAX_FRAME:
+            if end - first > 1:
+                mid = (first + end) // 2
+                self._seal_range_locked(first, mid, spent, now)
+                self._seal_range_locked(mid, end, 0.0, now)
+                return
+            body = ser.dumps_entries(bytes([Entry.ERROR]), [ser.encode_exception(_too_large(len(body)))])
+        head = self.framer.head(
+            Kind.RESULT, len(body), RESULT_HEAD.pack(self.stream_task, Status.ITEMS, spent, first, end - first)
+        )
+        self._queue_locked(now, head, body)
 
     # -- the flusher --
 
@@ -156,12 +214,20 @@ class _Worker:
         flushes whenever its input runs dry) never has a second thread.
         """
         with self.lock:
-            if self.armed:
+            if self.armed or self.no_flusher:
+                if self.no_flusher:
+                    self._flush_locked()
                 return
-            self.armed = True
             if self.flusher is None:
-                self.flusher = threading.Thread(target=self._flusher, name="robustpool-flusher", daemon=True)
-                self.flusher.start()
+                flusher = threading.Thread(target=self._flusher, name="robustpool-flusher", daemon=True)
+                try:
+                    flusher.start()
+                except RuntimeError:  # "can't start new thread": a process or thread limit
+                    self.no_flusher = True
+                    self._flush_locked()
+                    return
+                self.flusher = flusher
+            self.armed = True
             self.wakeup.set()
 
     def _flusher(self) -> None:
@@ -178,19 +244,21 @@ class _Worker:
                         last = (-1, -1)
                         continue
                     mark = (view[SLOT_TASK], view[SLOT_ITEM])
-                    if mark == last and view[SLOT_PHASE] not in (Phase.IDLE, Phase.INIT):
+                    if mark == last and view[SLOT_PHASE] not in _NOT_BUSY:
                         # The same item since the last look: send what waits.
                         self._seal_locked()
                         self._flush_locked()
                     last = mark
-        except OSError:
-            return  # the owner is gone: the main thread finds out on its own next send or read
+        except (OSError, _SendFailed):
+            return  # the main thread finds out on its own next send or read
 
     def wait_for_input(self, reader: FrameReader) -> bool:
         """Flush, then block until more input arrives; False at end of input."""
         with self.lock:
             self._flush_locked()
             self.blocked = True
+        # Every result is with the socket now: a death from here on is nobody's doing.
+        self.view[SLOT_PHASE] = Phase.IDLE
         try:
             return reader.fill(self.sock)
         finally:
@@ -217,12 +285,12 @@ class _Worker:
     # -- running --
 
     def run_task(self, payload: bytes | bytearray) -> None:
-        task_id, func_id, mode, stream, timeout = TASK_HEAD.unpack_from(payload)
+        task_id, func_id, mode, flags, timeout = TASK_HEAD.unpack_from(payload)
         if self.out and not self.armed:
             self.arm()
         view = self.view
         start = time.monotonic_ns()
-        timeout_ns = int(timeout * 1e9) if timeout > 0 else 0
+        timeout_ns = int(timeout * 1e9) if 0 < timeout <= _MAX_TIMEOUT else 0
         view[SLOT_DEADLINE] = start + timeout_ns if timeout_ns else 0
         view[SLOT_STARTED] = start
         view[SLOT_ITEM] = 0
@@ -235,26 +303,35 @@ class _Worker:
             err = TaskSerializationError(_PHASE_LOAD, f"{type(exc).__name__}: {ser._safe_str(exc)}")
             err.__cause__ = exc
             body = ser.encode_exception(err)
-            view[SLOT_PHASE] = Phase.IDLE
-            self.reply(task_id, Status.LOAD_FAILED, start, body, 0, 0)  # count 0: every item
+            view[SLOT_PHASE] = Phase.REPLYING
+            self.reply(task_id, Status.FAILED, start, body, 0, 0)  # count 0: every item
             return
         view[SLOT_PHASE] = Phase.RUNNING
-        if stream and len(items) > 1:
-            self._stream(task_id, fn, mode, items, start, timeout_ns)
+        if flags & STREAM and len(items) > 1:
+            self._stream(task_id, fn, mode, items, start, timeout_ns if flags & ITEM_DEADLINE else 0)
             return
         values, errors = _apply(fn, mode, items, view)
         view[SLOT_PHASE] = Phase.DUMPING
         status, body = _encode_results(values, errors)
-        view[SLOT_PHASE] = Phase.IDLE
-        self.reply(task_id, status, start, body, 0, len(items))
+        view[SLOT_PHASE] = Phase.REPLYING
+        if len(body) + RESULT_HEAD.size <= wire.MAX_FRAME:
+            self.reply(task_id, status, start, body, 0, len(items))
+            return
+        # Too large for one frame: item by item, and an item too large for one fails alone.
+        for k in range(len(values)):
+            kind, blob = (Entry.ERROR, errors[k]) if errors is not None and k in errors else _entry(values[k])
+            self.reply(task_id, Status.ITEMS, start, ser.dumps_entries(bytes([kind]), [blob]), k, 1)
 
     def _stream(self, task_id: int, fn: Callable[..., Any], mode: int, items: list[Any], start: int, timeout_ns: int) -> None:
-        """Run the items of a stream task, each with its own deadline and outcome.
+        """Run the items of a stream task, each with its own outcome (and, with
+        ``timeout_ns``, its own deadline).
 
-        The pool batched these items only to save frames on the way in; to the user each
-        is a task of its own, whose result must not wait for its neighbours. Outcomes are
-        recorded as they come and framed together at the end, unless an item is slow: then
-        the flusher frames and sends those recorded so far.
+        Either the pool batched these items only to save frames on the way in (to the user
+        each is a task of its own, whose result must not wait for its neighbours), or the
+        job cleans results nobody will take, so finished items must reach the owner even if
+        a later one never ends. Outcomes are recorded as they come and framed together at
+        the end, unless an item is slow: then the flusher frames and sends those recorded so
+        far.
         """
         view = self.view
         kinds: bytearray = bytearray()
@@ -269,7 +346,11 @@ class _Worker:
                     view[SLOT_DEADLINE] = now + timeout_ns
                     view[SLOT_STARTED] = now
                 view[SLOT_ITEM] = k
-                if not self.armed:
+                if self.no_flusher:
+                    with self.lock:
+                        self._seal_locked()
+                        self._flush_locked()
+                elif not self.armed:
                     self.arm()
             try:
                 if mode == Mode.MAP:
@@ -292,12 +373,15 @@ class _Worker:
             view[SLOT_PHASE] = Phase.RUNNING
             kinds.append(kind)
             data.append(blob)
-        view[SLOT_PHASE] = Phase.IDLE
+        view[SLOT_PHASE] = Phase.REPLYING
         now = time.monotonic_ns()
         with self.lock:
             self._seal_locked()
             self.stream_task, self.kinds, self.data, self.sealed = 0, bytearray(), [], 0
-            self._flush_if_due_locked(now)
+            if self.no_flusher:
+                self._flush_locked()
+            else:
+                self._flush_if_due_locked(now)
 
 
 def _apply(fn: Callable[..., Any], mode: int, items: list[Any], view: memoryview) -> tuple[list[Any], dict[int, bytes] | None]:
@@ -345,11 +429,14 @@ def _entry(value: Any) -> tuple[Entry, Any]:
     if type(value) in ser.SCALARS:
         return Entry.VALUE, value
     try:
-        return Entry.PICKLED, ser.dumps(value)
+        blob = ser.dumps(value)
     except BaseException as exc:
         err = TaskSerializationError(_PHASE_DUMP, f"{type(exc).__name__}: {ser._safe_str(exc)}")
         err.__cause__ = exc
         return Entry.ERROR, ser.encode_exception(err)
+    if len(blob) + RESULT_HEAD.size > wire.MAX_FRAME:
+        return Entry.ERROR, ser.encode_exception(_too_large(len(blob)))
+    return Entry.PICKLED, blob
 
 
 def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple[Status, bytes]:
@@ -383,21 +470,49 @@ def _initialize(payload: bytes | bytearray) -> None:
 
 
 def serve(sock_fd: int, slot_fd: int) -> int:
-    """Run the worker until the owner says QUIT or goes away; returns the exit code."""
+    """Run the worker until the owner says QUIT or goes away; returns the exit code.
+
+    If the loop itself fails (the task broke the socket, the owner's bytes are not frames,
+    a bug), the reason goes into the slot's fault fields for the owner to read, and the
+    exit code is EXIT_LOOP_FAILED: the task in the slot is blamed like any other death.
+    """
     sock = socket.socket(fileno=sock_fd)
     sock.setblocking(True)
-    _mm, view = map_slot(slot_fd)
+    mm, view = map_slot_untracked(slot_fd)
     os.close(slot_fd)
+    _KEEP.append(mm)  # never closed, never collected: see map_slot_untracked
     worker = _Worker(sock, view)
-    reader = FrameReader()
+    reader = FrameReader(TO_WORKER)
     try:
         return _loop(worker, reader)
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the owner is gone; nobody is left to report to
+    except BaseException as exc:
+        fault, errno = _fault_of(exc)
+        view[SLOT_ERRNO] = errno
+        view[SLOT_FAULT] = fault
+        if fault in (Fault.PROTOCOL, Fault.LOOP):
+            import traceback
+
+            print(f"robustpool: worker {os.getpid()} stops: its loop failed", file=sys.stderr)
+            traceback.print_exception(exc, file=sys.stderr)
+        return wire.EXIT_LOOP_FAILED
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
                 stream.flush()
+        with contextlib.suppress(BaseException):
+            sock.detach()  # the fd dies with the process; no ResourceWarning on the way out
+
+
+def _fault_of(exc: BaseException) -> tuple[Fault, int]:
+    if isinstance(exc, ProtocolError):
+        return Fault.PROTOCOL, 0
+    if isinstance(exc, _SendFailed) and isinstance(exc.__cause__, OSError):
+        return Fault.SEND, exc.__cause__.errno or 0
+    if isinstance(exc, OSError):
+        return Fault.RECEIVE, exc.errno or 0
+    return Fault.LOOP, 0
 
 
 def _loop(worker: _Worker, reader: FrameReader) -> int:
@@ -420,10 +535,10 @@ def _loop(worker: _Worker, reader: FrameReader) -> int:
                 _initialize(payload)
             except BaseException as exc:
                 ser.strip_first_frame(exc)
-                worker.sock.sendall(frame(Kind.INIT_FAILED, ser.encode_exception(exc)))
+                worker.send_frame(Kind.INIT_FAILED, ser.encode_exception(exc))
                 return 1
             worker.view[SLOT_PHASE] = Phase.IDLE
-            worker.sock.sendall(frame(Kind.READY, head=PID.pack(os.getpid())))
+            worker.send_frame(Kind.READY, head=PID.pack(os.getpid()))
         elif kind == Kind.QUIT:
             worker.flush()
             return 0

@@ -17,6 +17,7 @@ from robustpool import (
     TaskSerializationError,
     TaskTimeoutError,
     WorkerLostError,
+    WorkerStartError,
 )
 
 EXPECTED_PUBLIC = {
@@ -32,6 +33,7 @@ EXPECTED_PUBLIC = {
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
+    "WorkerStartError",
     "WorkerStats",
 }
 
@@ -40,7 +42,7 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
     assert set(robustpool.__all__) == EXPECTED_PUBLIC
     assert set(robustpool._WHERE) == EXPECTED_PUBLIC  # the lazy namespace serves every name
     for name in robustpool.__all__:
-        assert getattr(robustpool, name).__module__.startswith("robustpool.")
+        assert getattr(robustpool, name).__module__ == "robustpool"  # tracebacks print robustpool.WorkerLostError
     public_modules = [m for m in dir(robustpool) if not m.startswith("_") and m not in EXPECTED_PUBLIC]
     assert public_modules == [], "implementation modules must stay _private"
 
@@ -53,6 +55,7 @@ SAMPLES: list[RobustPoolError] = [
     TaskSerializationError("pickling the task in the owner", "TypeError: nope", 2, "f(<lock>)"),
     RemoteTaskError("mod.Weird", "boom", "Traceback (most recent call last):\n  ...\nmod.Weird: boom\n"),
     InitializerError(3, "Traceback...\nValueError: bad init\n"),
+    WorkerStartError(8, "fork failed: [Errno 11] Resource temporarily unavailable"),
     PoolTerminatedError(),
 ]
 
