@@ -21,9 +21,9 @@ their script through ``runpy`` after it. ``--pool stdlib`` runs the same tests a
 real ``multiprocessing.Pool``: the control.
 
 Each test runs alone in a child process (its own class and module fixtures, like
-``python -m unittest`` of that one id), in its own session, with ``faulthandler`` armed to
-dump every thread and exit at ``--timeout``; the parent kills the session a little later
-if needed and then removes whatever the test left running. A test that does not finish is
+``python -m unittest`` of that one id), in its own session. At ``--timeout`` the parent
+asks the child's ``faulthandler`` for every thread's stack (SIGUSR1), kills the session,
+and in any case removes whatever the test left running. A test that does not finish is
 reported as HANG with the frames it was stuck in, and never stalls the run.
 
 Tests that read a pool's private attributes (``p._pool``, ``_repopulate_pool``,
@@ -71,7 +71,7 @@ HOST_MODULE = "cpython_pool_tests"
 POOL_BASES = ("_TestPool", "_TestPoolWorkerErrors", "_TestPoolWorkerLifetime")
 STATUSES = ("PASS", "FAIL", "ERROR", "SKIP", "HANG")
 DEFAULT_TIMEOUT = 20.0
-KILL_GRACE = 10.0  # after faulthandler's own exit at --timeout
+DUMP_GRACE = 2.0  # from the SIGUSR1 that dumps a hung test's threads to the SIGKILL
 _PRIVATE = re.compile(r"^_(?!_)\w+$")
 _POOL_WORD = re.compile(r"\bPool\b")
 
@@ -359,7 +359,10 @@ class _Recorder(unittest.TestResult):
 def _child(args: argparse.Namespace) -> int:
     global _start_method
     faulthandler.enable()
-    faulthandler.dump_traceback_later(args.timeout, exit=True)
+    # The parent asks for the dump with SIGUSR1 when the test runs out of time. Not
+    # dump_traceback_later: its watchdog is a thread, and RobustPool forks its supervisor
+    # only from a single-threaded owner, so a watchdog would change what is tested.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     result_path = Path(args.result)
     (result_path.parent / "main_thread").write_text(f"0x{threading.main_thread().ident:016x}")
     if str(REPO_ROOT) not in sys.path:
@@ -481,9 +484,13 @@ def _run_one(sel: Selected, args: argparse.Namespace) -> Outcome:
             )
             killed = False
             try:
-                proc.wait(args.timeout + KILL_GRACE)
+                proc.wait(args.timeout)
             except subprocess.TimeoutExpired:
                 killed = True
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGUSR1)  # faulthandler: every thread's stack
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(DUMP_GRACE)
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -502,7 +509,7 @@ def _run_one(sel: Selected, args: argparse.Namespace) -> Outcome:
                 outcome.summary = _essence(problems[0])
             elif outcome.status == "SKIP":
                 outcome.summary = next((d for d in data["details"] if d.startswith("[SKIP")), "")
-        elif killed or "Timeout (" in output:
+        elif killed:
             outcome.status = "HANG"
             outcome.detail = output
             stage = ""
@@ -528,8 +535,7 @@ def _line(o: Outcome) -> str:
 
 
 def _parent(args: argparse.Namespace) -> int:
-    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
-    selected = [s for s in discover() if _matches(s.id, args.k)]
+    selected = [s for s in discover() if _matches(s.id, args.k) and (not args.id or s.id in args.id)]
     if not selected:
         print("no test matches", file=sys.stderr)
         return 2
@@ -583,6 +589,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATTERN",
         help="only tests whose id matches (substring or fnmatch; repeatable)",
     )
+    p.add_argument("--id", action="append", default=[], metavar="ID", help="only this test (exact id; repeatable)")
     p.add_argument("-j", "--jobs", type=int, default=2, help="tests run at once (default 2)")
     p.add_argument(
         "--timeout",
@@ -618,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.list:
         for s in discover():
-            if _matches(s.id, args.k):
+            if _matches(s.id, args.k) and (not args.id or s.id in args.id):
                 print(s.id + (f"  [not ours: {', '.join(s.not_ours)}]" if s.not_ours else ""))
         return 0
     return _parent(args)
