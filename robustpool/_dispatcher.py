@@ -301,7 +301,9 @@ class Dispatcher:
 
     def feeder_closed(self) -> None:
         with self._feeders_lock:
-            self._feeders -= 1
+            if self._feeders <= 0:  # a job releasing twice: a bug, and it must not hide others
+                log.error("robustpool: internal error: a feeder was released twice")
+            self._feeders = max(0, self._feeders - 1)
         self._wake()
 
     def close(self) -> None:
@@ -759,8 +761,7 @@ class Dispatcher:
             try:
                 err = ser.decode_exception(blob)
             except BaseException as exc:
-                err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
-                err.__cause__ = exc
+                err = TaskSerializationError.of(_PHASE_UNPICKLE_RESULT, exc, t.index(k), t.describe(k))
             _describe_serialization_error(err, t, k)
             job.fail(t.start + k, err)
         if run:
@@ -771,8 +772,7 @@ class Dispatcher:
         # Raised here, in the dispatcher thread: its frames would keep this thread's
         # locals (payloads, tasks) alive for as long as the user keeps the error.
         ser.detach_traceback(exc, "Traceback of the unpickling error, in the owner")
-        err = TaskSerializationError(_PHASE_UNPICKLE_RESULT, f"{type(exc).__name__}: {exc}", t.index(k), t.describe(k))
-        err.__cause__ = exc
+        err = TaskSerializationError.of(_PHASE_UNPICKLE_RESULT, exc, t.index(k), t.describe(k))
         self._failed += 1
         t.job.fail(t.start + k, err)
 
@@ -1041,7 +1041,7 @@ class Dispatcher:
         if any(w.inflight for w in self._workers.values()):
             return False
         with self._feeders_lock:
-            return self._feeders <= 0
+            return self._feeders == 0
 
     def _begin_terminate(self) -> None:
         if self._terminating:

@@ -177,7 +177,14 @@ class TaskSerializationError(RobustPoolError):
     worker"``, ``"pickling the result in the worker"``, ``"unpickling the result in the
     owner"``. The original error is the ``__cause__`` when it could be carried over, and its
     text is always in ``detail``.
+
+    The error is also an instance of the original error's type when that is an
+    ``Exception`` (``TypeError`` for a lock, ``pickle.PicklingError``, whatever a
+    ``__reduce__`` raised): code written for ``multiprocessing.Pool``, which raises the
+    original error itself, still catches it. ``original`` names that type (or None).
     """
+
+    original: type[Exception] | None = None
 
     def __init__(self, phase: str, detail: str, task_index: int | None = None, task: str | None = None) -> None:
         self.phase = phase
@@ -187,10 +194,72 @@ class TaskSerializationError(RobustPoolError):
         what = f"task #{task_index}" if task_index is not None else "a task"
         if task:
             what += f" {task}"
-        super().__init__(f"error {phase} for {what}: {detail}")
+        # Not super().__init__: in a class mixed with the original type, that would call
+        # the original's __init__, whose arguments may be anything.
+        Exception.__init__(self, f"error {phase} for {what}: {detail}")
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)  # not the original type's (OSError, KeyError format theirs)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.phase, self.detail, self.task_index, self.task))
+        return (_serialization_error, (self.phase, self.detail, self.task_index, self.task, self.original))
+
+    @classmethod
+    def of(
+        cls, phase: str, exc: BaseException, task_index: int | None = None, task: str | None = None, detail: str | None = None
+    ) -> TaskSerializationError:
+        """The error for ``exc``, raised while (un)pickling in ``phase``: of its type too,
+        with ``exc`` as the cause and its type and text as the detail."""
+        if detail is None:
+            detail = f"{type(exc).__name__}: {safe_str(exc)}"
+        err = _serialization_error(phase, detail, task_index, task, type(exc))
+        err.__cause__ = exc
+        return err
+
+
+_typed: dict[type[Exception], type[TaskSerializationError]] = {}
+
+
+def _serialization_error(
+    phase: str, detail: str, task_index: int | None, task: str | None, original: type[BaseException] | None
+) -> TaskSerializationError:
+    """A TaskSerializationError that is also an ``original``, if that can be made."""
+    cls = _typed_class(original) if original is not None else TaskSerializationError
+    try:
+        return cls(phase, detail, task_index, task)
+    except Exception:
+        return TaskSerializationError(phase, detail, task_index, task)
+
+
+def _typed_class(original: type[BaseException]) -> type[TaskSerializationError]:
+    """TaskSerializationError mixed with ``original`` (cached). Only for ``Exception``
+    types: a serialization error must never be caught as SystemExit or KeyboardInterrupt."""
+    if not (isinstance(original, type) and issubclass(original, Exception)) or issubclass(original, TaskSerializationError):
+        return TaskSerializationError
+    cls = _typed.get(original)
+    if cls is None:
+
+        def __new__(cls: type[BaseException], *args: object, **kwargs: object) -> BaseException:
+            return original.__new__(cls)
+
+        try:
+            cls = type(
+                "TaskSerializationError",
+                (TaskSerializationError, original),
+                {"__module__": "robustpool", "__new__": __new__, "original": original},
+            )
+            cls("probe", "probe")  # some types cannot be mixed in or built this way
+        except Exception:
+            cls = TaskSerializationError
+        _typed[original] = cls
+    return cls
+
+
+def safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except BaseException:
+        return f"<str() of the {type(exc).__name__} failed>"
 
 
 class RemoteTaskError(RobustPoolError):

@@ -33,7 +33,7 @@ from . import _serialize as ser
 from ._dispatcher import Dispatcher, PoolStats, Settings, shutdown_all
 from ._errors import TaskSerializationError
 from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult, _IMapJob
-from ._settings import parse_memory, positive_int, seconds, task_limit
+from ._settings import MAX_PROCESSES, max_processes, parse_memory, positive_int, seconds, task_limit
 from ._tasks import FuncRef, Job, Task, make_tasks, pickle_function
 from ._wire import Mode
 
@@ -52,6 +52,21 @@ def _register_atexit() -> None:
         if not _atexit_done:
             atexit.register(shutdown_all)
             _atexit_done = True
+
+
+def _start_method(context: Any, start_method: str | None) -> str | None:
+    """The supervisor's start method, from ``start_method`` or a ``multiprocessing``
+    context (``multiprocessing.Pool``'s ``context=``)."""
+    if context is None:
+        return start_method
+    get = getattr(context, "get_start_method", None)
+    if not callable(get):
+        raise TypeError(f"context must be a multiprocessing context, not {type(context).__name__}")
+    method = get()
+    from_context = "fork" if method == "fork" else "spawn"  # forkserver's safety is a fresh start's
+    if start_method is not None and start_method != from_context:
+        raise ValueError(f"start_method={start_method!r} contradicts the context's start method {method!r}")
+    return from_context
 
 
 def _check_callable(fn: object, what: str = "func") -> None:
@@ -74,7 +89,10 @@ class RobustPool:
     the supervisor; by default fork when the owner has a single thread), ``buffersize``
     (chunks an ``imap`` keeps ahead of its consumer; fewer for items whose pickles pass
     about 32 MiB in all) and ``close_timeout`` (how long closing
-    an ``imap`` iterator waits for running tasks so it can clean their results).
+    an ``imap`` iterator waits for running tasks so it can clean their results; None or
+    ``math.inf``: as long as they take). ``context``, as in ``multiprocessing.Pool``, is a
+    ``multiprocessing`` context whose start method picks how the supervisor starts (fork, or
+    a fresh interpreter for spawn and forkserver); workers are always forked by it.
     """
 
     def __init__(
@@ -83,6 +101,7 @@ class RobustPool:
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
+        context: Any = None,
         *,
         task_timeout: float | None = None,
         retries: int = 0,
@@ -96,6 +115,11 @@ class RobustPool:
         nproc = self._check_processes(processes)
         if initializer is not None:
             _check_callable(initializer, "initializer")
+        try:
+            init_args = tuple(initargs)
+        except TypeError:
+            raise TypeError(f"initargs must be an iterable of arguments for the initializer, not {type(initargs).__name__}")
+        start_method = _start_method(context, start_method)
         if maxtasksperchild is not None and (
             isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
         ):
@@ -115,9 +139,11 @@ class RobustPool:
         init_blob = b""
         if initializer is not None:
             try:
-                init_blob = ser.dumps((initializer, tuple(initargs)))
+                init_blob = ser.dumps((initializer, init_args))
             except Exception as exc:
-                raise TaskSerializationError("pickling the task in the owner", f"cannot pickle the initializer: {exc}") from exc
+                raise TaskSerializationError.of(
+                    "pickling the task in the owner", exc, detail=f"cannot pickle the initializer: {exc}"
+                )
         settings = Settings(nproc, init_blob, maxtasksperchild, retries, start_method, parse_memory(memory_limit))
         _register_atexit()
         self._engine = Dispatcher(settings)
@@ -133,6 +159,12 @@ class RobustPool:
             raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
+        most = max_processes()
+        if processes > most:
+            raise ValueError(
+                f"processes={processes} is more than this process can run: at most {most} here (each worker needs two "
+                f"file descriptors in the owner, and robustpool runs at most {MAX_PROCESSES} workers per pool)"
+            )
         return processes
 
     # -- helpers --

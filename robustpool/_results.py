@@ -274,6 +274,7 @@ class _IMapJob:
         self._late: list[Any] = []  # results that arrived after close(), awaiting cleanup
         self._dirty = False  # a deferred wake-up is queued on the dispatcher
         self._closer_waiting = False  # a close() is waiting to clean late results itself
+        self._held = True  # the engine counts this job as still feeding (see _release_hold)
         engine.feeder_opened()
         self._feed()
 
@@ -287,17 +288,21 @@ class _IMapJob:
         if self._input is None or (not everything and self._fed - self._yielded > self._window() // 2):
             return
         with self._feed_lock:
-            while True:
-                tasks: list[Task] = []
-                try:
-                    self._feed_locked(tasks, everything)
-                finally:
-                    if tasks:
-                        self._engine.submit(tasks)
-                if not everything or self._input is None or self._closed:
-                    return
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
+            try:
+                while True:
+                    tasks: list[Task] = []
+                    try:
+                        self._feed_locked(tasks, everything)
+                    finally:
+                        if tasks:
+                            self._engine.submit(tasks)
+                    if not everything or self._input is None or self._closed:
+                        return
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return
+            finally:
+                if self._closed:
+                    self._input = None  # closed while we read: drop it here (see _close)
 
     def _window(self) -> int:
         """Items to keep ahead of the consumer: ``buffersize`` chunks, fewer when items are
@@ -312,7 +317,7 @@ class _IMapJob:
         # Reading everything goes in slices of one window, so the caller checks its deadline.
         window = self._window()
         limit = self._fed + window if everything else self._yielded + window
-        while self._input is not None and not self._closed:
+        while (source := self._input) is not None and not self._closed:
             if self._fed >= limit:
                 return
             chunk: list[Any] = []
@@ -320,7 +325,7 @@ class _IMapJob:
             size = self._chunksize if self._chunksize > 1 else self._engine.batch_hint(self._ahead, self._func.func_id)
             try:
                 for _ in range(size):
-                    chunk.append(next(self._input))
+                    chunk.append(next(source))
             except StopIteration:
                 self._input = None
             except Exception as exc:
@@ -352,9 +357,17 @@ class _IMapJob:
                 with self._cond:
                     self._length = self._fed
                     self._cond.notify_all()
-                self._engine.feeder_closed()
+                self._release_hold()
             elif self._window() < window:
                 return  # the items are big: stop at the smaller window
+
+    def _release_hold(self) -> None:
+        """Tell the engine this job reads no more input (once, whoever gets here first:
+        the feeding thread at the input's end, or close() on any thread)."""
+        with self._cond:
+            held, self._held = self._held, False
+        if held:
+            self._engine.feeder_closed()
 
     def _store(self, index: int, ok: bool, value: Any) -> None:
         if self._ordered:
@@ -504,9 +517,14 @@ class _IMapJob:
             self._by_index.clear()
             self._arrived.clear()
             self._cond.notify_all()
-        if self._input is not None:
-            self._input = None
-            self._engine.feeder_closed()
+        self._release_hold()
+        # The input belongs to the thread feeding from it: drop it only if nobody is in
+        # next() on it right now; otherwise that thread drops it when next() returns.
+        if self._feed_lock.acquire(blocking=False):
+            try:
+                self._input = None
+            finally:
+                self._feed_lock.release()
         self._engine.cancel(self)
         return run_cleanups(self._cleanup, buffered) if self._cleanup else []
 

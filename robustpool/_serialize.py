@@ -22,13 +22,14 @@ import os
 import pickle
 import traceback
 import types
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, MutableMapping
 from typing import Any, cast
 
 import cloudpickle
 from tblib import pickling_support
 
-from ._errors import RemoteTaskError
+from ._errors import RemoteTaskError, safe_str
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN_MARKER = b"__main__"
@@ -112,8 +113,31 @@ def dumps(obj: object) -> bytes:
 
 
 def _cloud_dumps(obj: object) -> bytes:
-    data: bytes = cloudpickle.dumps(obj, PROTOCOL)
-    return data
+    buf = io.BytesIO()
+    _CloudPickler(buf, _CLOUD_TABLE).dump(obj)
+    return buf.getvalue()
+
+
+_cloud_code_reduce = cloudpickle.Pickler.dispatch_table.get(types.CodeType)
+
+
+def _code_reduce(code: types.CodeType) -> tuple[Any, ...]:
+    """cloudpickle's reducer for code objects, keeping the real file name.
+
+    cloudpickle names the code of functions it pickles by value ``<dynamic-code>`` (for
+    payloads independent of where a function is defined). A ``__main__`` function's
+    traceback then showed ``File "<dynamic-code>", line 6``; with its real file name the
+    worker's frames point at the user's script and line, as ``multiprocessing`` shows them.
+    """
+    func, args = _cloud_code_reduce(code)
+    return func, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+_CLOUD_TABLE: MutableMapping[Any, Callable[..., Any]] = (
+    ChainMap({types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table)
+    if _cloud_code_reduce is not None
+    else cloudpickle.Pickler.dispatch_table
+)
 
 
 def _exception_chain(exc: BaseException) -> list[BaseException]:
@@ -164,25 +188,18 @@ def _dumps_exception(exc: BaseException) -> bytes:
     except Exception:
         pass
     buf = io.BytesIO()
-    _CloudExceptionPickler(buf, {**cloudpickle.Pickler.dispatch_table, **table}).dump(exc)
+    _CloudPickler(buf, ChainMap(table, _CLOUD_TABLE)).dump(exc)
     return buf.getvalue()
 
 
-class _CloudExceptionPickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle with a private dispatch table. The C pickler reads ``dispatch_table``
+class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle with a dispatch table of ours. The C pickler reads ``dispatch_table``
     only while initialising, and cloudpickle's class attribute would shadow a later
     assignment, so it is set first."""
 
-    def __init__(self, file: io.BytesIO, table: dict[Any, Callable[..., Any]]) -> None:
+    def __init__(self, file: io.BytesIO, table: MutableMapping[Any, Callable[..., Any]]) -> None:
         self.dispatch_table = table
         super().__init__(file, PROTOCOL)
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except BaseException:
-        return f"<str() of the {type(exc).__name__} failed>"
 
 
 def _qualified_name(cls: type) -> str:
@@ -195,21 +212,49 @@ def format_exception(exc: BaseException) -> str:
     try:
         return "".join(traceback.format_exception(exc))
     except BaseException:
-        return f"{_qualified_name(type(exc))}: {_safe_str(exc)}\n"
+        return f"{_qualified_name(type(exc))}: {safe_str(exc)}\n"
+
+
+# A traceback longer than this keeps its first and last _KEEP_FRAMES // 2 frames. Pickling
+# a traceback recurses once per frame (tblib nests them), so a RecursionError's thousand
+# frames hit the recursion limit -- or, with a raised limit, overflow the C stack.
+_KEEP_FRAMES = 100
+_KEEP_CHAIN = 32  # causes and contexts kept, for the same reason
+
+
+def _truncate(exc: BaseException) -> None:
+    """Shorten deep tracebacks and long exception chains in place, saying so in a note."""
+    for depth, e in enumerate(_exception_chain(exc)):
+        if depth >= _KEEP_CHAIN:
+            e.__cause__ = e.__context__ = None
+        frames: list[types.TracebackType] = []
+        tb = e.__traceback__
+        while tb is not None:
+            frames.append(tb)
+            tb = tb.tb_next
+        if len(frames) <= _KEEP_FRAMES:
+            continue
+        half = _KEEP_FRAMES // 2
+        frames[half - 1].tb_next = frames[-half]
+        with contextlib.suppress(Exception):
+            e.add_note(f"robustpool: {len(frames) - 2 * half} frames of this traceback were left out (after frame {half})")
 
 
 def encode_exception(exc: BaseException) -> bytes:
     """Serialize an exception raised in a worker; never raises.
 
     The envelope is a tuple of plain strings plus the pickled exception (or None when it
-    could not be pickled), so the owner always learns at least what happened.
+    could not be pickled), so the owner always learns at least what happened. Deep
+    tracebacks are shortened first, so a RecursionError comes back as itself.
     """
+    with contextlib.suppress(Exception):
+        _truncate(exc)
     text = format_exception(exc)
     try:
         inner: bytes | None = _dumps_exception(exc)
     except BaseException:
         inner = None
-    return pickle.dumps((_qualified_name(type(exc)), _safe_str(exc), text, inner), PROTOCOL)
+    return pickle.dumps((_qualified_name(type(exc)), safe_str(exc), text, inner), PROTOCOL)
 
 
 def decode_exception(data: bytes | bytearray) -> BaseException:

@@ -5,6 +5,12 @@ from __future__ import annotations
 import math
 import re
 
+# The most workers one pool runs. A machine with more cores than this is rare, and a pool
+# beyond it is more likely a typo (processes=10**6) than a plan.
+MAX_PROCESSES = 4096
+_FDS_PER_WORKER = 2  # in the owner: the worker's socket, and its progress slot's mapping
+_FDS_SPARE = 64  # left for the owner's own use
+
 _UNITS = {
     "": 1,
     "b": 1,
@@ -71,6 +77,20 @@ def task_limit(name: str, value: float | None) -> float:
     """A task's time limit as the wire carries it: seconds, or 0.0 for no limit."""
     limit = seconds(name, value)
     return 0.0 if math.isinf(limit) else limit
+
+
+def max_processes() -> int:
+    """How many workers one pool may have in this process: MAX_PROCESSES, fewer when the
+    descriptor limit (RLIMIT_NOFILE) would run out first."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return MAX_PROCESSES
+    if soft == resource.RLIM_INFINITY:
+        return MAX_PROCESSES
+    return max(1, min(MAX_PROCESSES, (soft - _FDS_SPARE) // _FDS_PER_WORKER))
 
 
 def positive_int(name: str, value: object) -> int:

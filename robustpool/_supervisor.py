@@ -602,4 +602,9 @@ def serve(fd: int) -> int:
     """Run the supervisor loop on the control socket ``fd``; returns the exit code."""
     os.set_inheritable(fd, False)
     _subreaper()
-    return _Supervisor(fd).run()
+    sup = _Supervisor(fd)
+    try:
+        return sup.run()
+    finally:
+        sup.channel.sock.close()
+        sup.selector.close()

@@ -83,8 +83,7 @@ def pickle_function(fn: Callable[..., Any]) -> FuncRef:
     try:
         blob = ser.dumps(fn)
     except Exception as exc:
-        err = TaskSerializationError(PHASE_PICKLE_TASK, f"cannot pickle the function {name}: {exc}")
-        raise err from exc
+        raise TaskSerializationError.of(PHASE_PICKLE_TASK, exc, detail=f"cannot pickle the function {name}: {exc}")
     return FuncRef(next(_func_ids), blob, name)
 
 
@@ -186,9 +185,8 @@ def make_tasks(
             ser.dumps(item)
         except Exception as exc:
             desc = describe(func.name, mode, item)
-            err = TaskSerializationError(PHASE_PICKLE_TASK, f"{type(exc).__name__}: {exc}", start + k if indexed else None, desc)
+            err = TaskSerializationError.of(PHASE_PICKLE_TASK, exc, start + k if indexed else None, desc)
             ser.detach_traceback(exc, "Traceback of the pickling error, in the owner")
-            err.__cause__ = exc
             if run:
                 tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream, item_deadline))
                 run = []

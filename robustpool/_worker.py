@@ -300,8 +300,7 @@ class _Worker:
             fn = self.function(func_id)
             items = ser.loads(memoryview(payload)[TASK_HEAD.size :])
         except BaseException as exc:
-            err = TaskSerializationError(_PHASE_LOAD, f"{type(exc).__name__}: {ser._safe_str(exc)}")
-            err.__cause__ = exc
+            err = TaskSerializationError.of(_PHASE_LOAD, exc)
             body = ser.encode_exception(err)
             view[SLOT_PHASE] = Phase.REPLYING
             self.reply(task_id, Status.FAILED, start, body, 0, 0)  # count 0: every item
@@ -431,8 +430,7 @@ def _entry(value: Any) -> tuple[Entry, Any]:
     try:
         blob = ser.dumps(value)
     except BaseException as exc:
-        err = TaskSerializationError(_PHASE_DUMP, f"{type(exc).__name__}: {ser._safe_str(exc)}")
-        err.__cause__ = exc
+        err = TaskSerializationError.of(_PHASE_DUMP, exc)
         return Entry.ERROR, ser.encode_exception(err)
     if len(blob) + RESULT_HEAD.size > wire.MAX_FRAME:
         return Entry.ERROR, ser.encode_exception(_too_large(len(blob)))

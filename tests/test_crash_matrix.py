@@ -248,7 +248,7 @@ def _serialization(phase: str, detail: str, cause: type[BaseException] | None = 
     """Expect a TaskSerializationError for item ``BAD`` in ``phase`` mentioning ``detail``."""
 
     def check(err: BaseException, ctx: Ctx) -> None:
-        assert type(err) is TaskSerializationError, repr(err)
+        assert isinstance(err, TaskSerializationError), repr(err)  # and of the original error's type
         assert err.phase == phase
         assert detail in err.detail, err.detail
         assert err.task_index == BAD
