@@ -216,6 +216,7 @@ class Dispatcher:
         # whether the pool may have fewer workers than wanted (so the loop must look).
         self._spawn_failures = 0
         self._spawn_retry_at = 0.0
+        self._recount = True  # the worker count may be short of `processes` (see _reconcile)
         self._terminate_until = 0.0  # terminate waits until then for results workers owe
         self._owner_pid = os.getpid()
         self._supervisor = self._start_supervisor()
@@ -359,7 +360,7 @@ class Dispatcher:
         socket. A failed start is retried after a backoff that doubles with each failure
         in a row (see _spawn_failed); nothing is ever dropped silently.
         """
-        if self._stopping or self._broken is not None or self._closing_done():
+        if not self._recount or self._stopping or self._broken is not None or self._closing_done():
             return
         if self._supervisor.channel.sock.fileno() < 0 or time.monotonic() < self._spawn_retry_at:
             return
@@ -367,9 +368,12 @@ class Dispatcher:
         for w in self._workers.values():
             accepting += w.accepting
             starting += w.pid is None
-        for _ in range(min(self.settings.processes - accepting, _MAX_STARTING - starting)):
+        wanted = self.settings.processes - accepting
+        room = _MAX_STARTING - starting
+        for _ in range(min(wanted, room)):
             if not self._spawn():
                 return
+        self._recount = wanted > room  # short by more than one wave: look again as workers start
 
     def _spawn(self) -> bool:
         """Ask the supervisor for one worker; False (and the failure counted) if we cannot."""
@@ -416,6 +420,7 @@ class Dispatcher:
         """One worker could not be started: back off, and break the pool once the budget is
         spent with no worker alive (the pool could then never run anything)."""
         self._spawn_failures += 1
+        self._recount = True
         n = self._spawn_failures
         self._spawn_retry_at = time.monotonic() + min(_SPAWN_BACKOFF_MAX, _SPAWN_BACKOFF * 2 ** (n - 1))
         if self._stopping:
@@ -571,6 +576,7 @@ class Dispatcher:
             # Recycle: no more tasks for this one, and its replacement starts now so queued
             # work is not delayed by the swap.
             w.accepting = False
+            self._recount = True
             self._count_exit("recycled (maxtasksperchild)")
             log.debug("robustpool: worker %s did %s tasks; recycling it", w.pid, w.assigned)
             self._reconcile()
@@ -796,6 +802,7 @@ class Dispatcher:
                 if w is not None:
                     w.pid = msg.pid
                     self._spawn_failures = 0
+                    self._recount = True
                     log.debug("robustpool: worker %s started", msg.pid)
             elif isinstance(msg, WorkerExited):
                 self._on_exit(msg)
@@ -821,6 +828,7 @@ class Dispatcher:
         it held never started: back to the front of the queue, no attempt counted.
         """
         w = self._workers.pop(msg.key, None)
+        self._recount = True
         if w is None:
             return
         if not w.eof:
@@ -917,6 +925,7 @@ class Dispatcher:
             limit / 2**20,
         )
         w.accepting = False
+        self._recount = True
         self._count_exit("recycled (memory_limit)")
         self._reconcile()  # its replacement starts now, so queued work is not delayed
         if not w.inflight:
@@ -953,6 +962,7 @@ class Dispatcher:
     def _on_spawn_failed(self, msg: SpawnFailed) -> None:
         """The supervisor could not fork the worker: its queued tasks never started."""
         w = self._workers.pop(msg.key, None)
+        self._recount = True
         if w is not None:
             self._on_worker_eof(w)
             w.sock.close()
@@ -988,7 +998,7 @@ class Dispatcher:
             return
         if self._watching or self.settings.memory_limit is not None:
             self._watch()
-        self._spawn_failures, self._spawn_retry_at = 0, 0.0
+        self._spawn_failures, self._spawn_retry_at, self._recount = 0, 0.0, True
         self._reconcile()
 
     def _kill(self, w: _Worker, sig: int, reason: str | None) -> None:
@@ -1183,8 +1193,11 @@ def _read_slot(w: _Worker) -> _SlotReading:
     raw_fault, errno = view[SLOT_FAULT], view[SLOT_ERRNO]
     fault = Fault(raw_fault) if raw_fault in Fault._value2member_map_ else Fault.LOOP
     known = {t.task_id: t for t in w.inflight}
-    if raw == Phase.INIT or (raw == Phase.IDLE and task_id not in known):
-        return _SlotReading(task_id, Phase(raw), item, started, fault, errno)  # nothing was running
+    if raw in (Phase.IDLE, Phase.REPLYING) and task_id not in known:
+        # Its last task's result arrived (the worker may not have marked itself idle yet).
+        return _SlotReading(task_id, Phase.IDLE, item, started, fault, errno)
+    if raw == Phase.INIT:
+        return _SlotReading(task_id, Phase.INIT, item, started, fault, errno)  # nothing was running
     if raw == Phase.IDLE:
         raw = Phase.REPLYING
     if raw in Phase._value2member_map_ and task_id in known and 0 <= item < known[task_id].count:
