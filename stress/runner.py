@@ -1111,11 +1111,12 @@ SHM_PERIOD = 0.15  # seconds between two samples of what our processes hold in /
 #: events come in bursts (glibc's sem_open creates a temporary name, then links the real
 #: one), and the creator finishes its open()/mmap().
 SHM_SETTLE = 0.005
-#: The sampler's CPU budget, as a share of one core: after a sample that took t seconds of
-#: CPU, the next waits at least t / SHM_MAX_CPU (periodic or not), so a storm of creations
-#: by other programs cannot make it expensive. Measured: about 1 ms per sample for a
-#: handful of processes, i.e. a few hundredths of this budget at the period.
-SHM_MAX_CPU = 0.02
+#: The samples' CPU budget, as a share of one core: after a sample that took t seconds of
+#: CPU, the next waits at least t / SHM_MAX_CPU, so other programs that keep creating
+#: entries cannot make the sampler expensive. Measured on 2 busy cores: 1-2.5 ms per
+#: sample of a pool's 4-6 processes, so samples then come every 0.1-0.25 s; the ticks
+#: in between cost about 0.5% of a core.
+SHM_MAX_CPU = 0.01
 #: Entries named so are counted even if no sample saw them held (robustpool's progress
 #: slots are memfds on Linux; a fallback elsewhere might name its entries like this).
 SHM_OURS_PREFIX = "robustpool"
