@@ -1110,13 +1110,15 @@ SHM_PERIOD = 0.15  # seconds between two samples of what our processes hold in /
 #: After inotify reports an entry created in /dev/shm, wait this long before sampling:
 #: events come in bursts (glibc's sem_open creates a temporary name, then links the real
 #: one), and the creator finishes its open()/mmap().
-SHM_SETTLE = 0.005
-#: The samples' CPU budget, as a share of one core: after a sample that took t seconds of
+SHM_SETTLE = 0.001
+#: The sampler's CPU budget, as a share of one core: after a tick that took t seconds of
 #: CPU, the next waits at least t / SHM_MAX_CPU, so other programs that keep creating
-#: entries cannot make the sampler expensive. Measured on 2 busy cores: 1-2.5 ms per
-#: sample of a pool's 4-6 processes, so samples then come every 0.1-0.25 s; the ticks
-#: in between cost about 0.5% of a core.
-SHM_MAX_CPU = 0.01
+#: entries cannot make it expensive. Measured on 2 busy cores: a tick costs 0.3-0.8 ms
+#: (about 0.5% of a core at the period), a sample of a pool's 4-6 processes 1-2.5 ms on
+#: top, so while other programs keep creating entries samples come every 0.1-0.2 s.
+SHM_MAX_CPU = 0.02
+#: Seconds after which a sample looks again for entries the last one did not find held.
+SHM_RECHECK = 1.0
 #: Entries named so are counted even if no sample saw them held (robustpool's progress
 #: slots are memfds on Linux; a fallback elsewhere might name its entries like this).
 SHM_OURS_PREFIX = "robustpool"
@@ -1257,12 +1259,13 @@ class ShmSampler:
     A thread *ticks* every ``period`` seconds and, where inotify works, ``SHM_SETTLE``
     after any entry is created in ``directory``. A tick lists ``/proc`` to keep the table
     of our processes up to date (``/proc/<pid>/stat`` is read once per new process) and
-    then, only if ``directory`` holds an entry that is new since the start and that no
-    sample has seen one of our processes hold, *samples*: reads ``/proc/<pid>/maps`` and
-    ``/proc/<pid>/fd`` of each of our processes (the expensive part). Nothing is lost by
+    then, only if ``directory`` holds an entry that is new since the start, that no
+    sample has seen one of our processes hold and that no sample has looked for yet (or
+    looked for ``SHM_RECHECK`` ago), *samples*: reads ``/proc/<pid>/maps`` and
+    ``/proc/<pid>/fd`` of each of our processes (the expensive part). Little is lost by
     skipping the others: an entry that is not there cannot be left behind. So on a quiet
-    machine the sampler costs almost nothing, and the samples it takes when other programs
-    keep creating entries are capped by the ``SHM_MAX_CPU`` budget.
+    machine the sampler costs almost nothing, and when other programs keep creating
+    entries, the ``SHM_MAX_CPU`` budget caps it.
 
     :meth:`sample` takes one sample now (the tests call it without the thread).
     """
@@ -1288,7 +1291,9 @@ class ShmSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fd = -1
-        self._not_before = 0.0  # no sample before this (monotonic): the CPU budget
+        self._not_before = 0.0  # no tick before this (monotonic): the CPU budget
+        self._looked: set[ShmKey] = set()  # unexplained entries the last sample looked for
+        self._recheck = 0.0  # when to look for them again (monotonic)
 
     def adopt(self, pids: Iterable[int]) -> None:
         """Count these (live) processes as ours from the next tick on."""
@@ -1346,7 +1351,7 @@ class ShmSampler:
             elif time.monotonic() < due:
                 continue
             self._tick()
-            due = time.monotonic() + self.period
+            due = max(time.monotonic() + self.period, self._not_before)
 
     def _tick(self, force: bool = False) -> None:
         if not self.enabled:
@@ -1355,25 +1360,34 @@ class ShmSampler:
             cpu = time.thread_time()
             ours = self._refresh()
             self.ticks += 1
-            if force or (time.monotonic() >= self._not_before and self._unexplained()):
-                cpu_sample, wall = time.thread_time(), time.perf_counter()
+            due, unexplained = self._unexplained()
+            if force or due:
+                wall = time.perf_counter()
                 for pid in ours:
                     for key, path in shm_held(pid, self.directory).items():
                         self.held.setdefault(key, (pid, path))
                 self.samples += 1
                 self.slowest = max(self.slowest, time.perf_counter() - wall)
-                self._not_before = time.monotonic() + (time.thread_time() - cpu_sample) / SHM_MAX_CPU
-            self.cpu += time.thread_time() - cpu
+                self._looked = unexplained - self.held.keys()
+                self._recheck = time.monotonic() + SHM_RECHECK
+            spent = time.thread_time() - cpu
+            self.cpu += spent
+            if not force:  # the first and last samples are outside the budget
+                self._not_before = time.monotonic() + spent / SHM_MAX_CPU
 
-    def _unexplained(self) -> bool:
-        """Whether ``directory`` holds an entry new since the start that no sample saw held."""
+    def _unexplained(self) -> tuple[bool, set[ShmKey]]:
+        """The entries of ``directory`` new since the start that no sample saw held, and
+        whether to sample now: one of them was never looked for yet, or ``SHM_RECHECK``
+        passed since the last sample (an entry another program left behind must not keep
+        the sampler busy for the rest of the run)."""
         try:
             with os.scandir(self.directory) as entries:
-                return any(
-                    (key := (self._dev, entry.inode())) not in self.held and key not in self._baseline for entry in entries
-                )
+                keys = {(self._dev, entry.inode()) for entry in entries}
         except OSError:
-            return True
+            return True, set()
+        keys -= self._baseline
+        keys -= self.held.keys()
+        return bool(keys - self._looked) or (bool(keys) and time.monotonic() >= self._recheck), keys
 
     def _refresh(self) -> list[int]:
         """Update the process table; returns the pids of our live processes.
