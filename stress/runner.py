@@ -12,7 +12,8 @@ Every item carries a :class:`~stress.faults.Spec` planned from the seed; its fau
 which outcomes are allowed (see :func:`allowed_outcomes`). After a phase's pool has been
 joined, every item is settled: exactly one outcome (a checked value, an allowed error, or a
 cleanup after an early break), and no result file left behind. After the run, no process,
-file descriptor, temp file or shared-memory entry may remain. Everything is recorded in a
+file descriptor, temp file or shared-memory entry of ours may remain (:class:`ShmSampler`
+tells our entries from other programs'). Everything is recorded in a
 :class:`~stress.report.Report`.
 
 Every wait is bounded (``WAIT`` seconds, counted as a hang when it expires), and a watchdog
@@ -1106,7 +1107,7 @@ def _last_json(text: str) -> dict[str, Any] | None:
 # --- /dev/shm attribution -----------------------------------------------------------------
 
 SHM_DIR = "/dev/shm"
-SHM_PERIOD = 0.15  # seconds between two samples of what our processes hold in /dev/shm
+SHM_PERIOD = 0.15  # seconds between two ticks of the sampler (see ShmSampler)
 #: After inotify reports an entry created in /dev/shm, wait this long before sampling:
 #: events come in bursts (glibc's sem_open creates a temporary name, then links the real
 #: one), and the creator finishes its open()/mmap().
@@ -1240,9 +1241,9 @@ def _inotify_fd(directory: str) -> int:
         libc = ctypes.CDLL(None, use_errno=True)
         fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))  # IN_NONBLOCK | IN_CLOEXEC
     except (OSError, AttributeError):
-        return -1  # no inotify (macOS), or no instance left (fs.inotify.max_user_instances)
+        return -1  # no inotify (macOS)
     if fd < 0:
-        return -1
+        return -1  # e.g. no instance left (fs.inotify.max_user_instances): ticks only
     if libc.inotify_add_watch(fd, os.fsencode(directory), _IN_CREATE | _IN_MOVED_TO) < 0:
         os.close(fd)
         return -1
