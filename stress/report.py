@@ -45,6 +45,12 @@ class Report:
     fd_allowance: int = 0
     temp_files_left: int = 0
     shm_left: int = 0
+    shm_ticks: int = 0  # looks at our process table (and /dev/shm)
+    shm_samples: int = 0  # of which sampled what our processes hold in /dev/shm
+    shm_triggered: int = 0  # ticks an inotify event (an entry created) asked for
+    shm_cpu: float = 0.0  # CPU seconds the sampler spent
+    shm_slowest: float = 0.0  # wall seconds of its slowest sample
+    shm_inotify: bool = False
     pools: int = 0
     phases: int = 0
     log_records: Counter[str] = field(default_factory=Counter)
@@ -105,6 +111,9 @@ class Report:
             f"cancelled unstarted {self.cancelled}",
             f"orphaned by kills {self.orphans}",
             f"robustpool log records {kinds(self.log_records)}",
+            f"shm sampler {self.shm_ticks} ticks ({self.shm_triggered} on create"
+            f"{'' if self.shm_inotify else ', no inotify'}), {self.shm_samples} samples, "
+            f"{1000 * self.shm_cpu:.0f} ms CPU, slowest sample {1000 * self.shm_slowest:.1f} ms",
             "--- invariants ---",
             f"lost {self.lost}",
             f"duplicates {self.duplicates}",

@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20240611
 SECONDS = 10
+INVARIANTS = ("lost 0", "duplicates 0", "wrong values 0", "wrong errors 0", "hangs 0", "leaked processes 0", "shm entries left 0")
 
 
 @pytest.mark.timeout(SECONDS + 150)
@@ -32,7 +33,7 @@ def test_short_seeded_run_holds_every_invariant() -> None:
     lines = set(report.splitlines())
     assert report.startswith(f"seed {SEED}\n"), report
     assert proc.returncode == 0, f"the stress run failed (exit {proc.returncode}):\n{report}\n{proc.stderr[-3000:]}"
-    for line in ("lost 0", "duplicates 0", "wrong values 0", "wrong errors 0", "hangs 0", "leaked processes 0"):
+    for line in INVARIANTS:
         assert line in lines, f"{line!r} missing from the report:\n{report}"
     assert "RESULT OK" in lines, report
     submitted = next(int(x.split()[-1]) for x in lines if x.startswith("tasks submitted "))
