@@ -860,7 +860,7 @@ class Dispatcher:
         self._pending.extendleft(reversed(requeue))
         w.slot_view.release()
         w.slot_map.close()
-        if w.init_error is not None or (slot.phase == Phase.INIT and not w.ready):
+        if not self._stopping and (w.init_error is not None or (slot.phase == Phase.INIT and not w.ready)):
             self._on_init_failure(w, msg)
 
     def _blame(self, t: Task, msg: WorkerExited, slot: _SlotReading, reason: str | None) -> list[Task]:

@@ -2,7 +2,7 @@
 
 Each worker has one duplex stream socket to the owner. Both directions carry frames::
 
-    [u32 payload length][u8 kind][u8 magic][u16 sequence number][payload]
+    [u8 magic][u8 kind][u16 sequence number][u32 payload length][payload]
 
     owner -> worker   INIT   pickled (initializer, initargs), or empty     (always first)
                       FUNC   [i64 func_id] pickled callable                 (once per worker)
@@ -14,8 +14,9 @@ Each worker has one duplex stream socket to the owner. Both directions carry fra
                       RESULT      [i64 task_id][u8 status][f64 seconds spent]
                                   [u32 first item][u32 item count] payload
 
-Every frame is checked on arrival: the magic byte, a kind the receiver expects, the least
-payload that kind carries, and the sequence number (each direction counts its frames from 0,
+Every frame is checked on arrival, byte by byte as the header comes in (so a stray byte is
+caught at once, not after the silence that follows it): the magic byte, a kind the receiver
+expects, the sequence number, and the least payload that kind carries (each direction counts its frames from 0,
 modulo 2**16). A task can write into, or read from, the descriptors its worker inherited;
 without the checks a stray byte would shift every later frame, and a bogus length would make
 the reader wait for (or allocate) gigabytes. Any mismatch raises :class:`ProtocolError`: the
@@ -59,7 +60,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-HEADER = struct.Struct("<IBBH")
+HEADER = struct.Struct("<BBHI")
 FUNC_HEAD = struct.Struct("<q")
 TASK_HEAD = struct.Struct("<qqBBd")
 RESULT_HEAD = struct.Struct("<qBdII")
@@ -176,7 +177,7 @@ class Framer:
             raise FrameTooLarge(f"a frame of {size} bytes exceeds the {MAX_FRAME}-byte limit")
         seq = self._seq
         self._seq = (seq + 1) & _SEQ_MASK
-        return HEADER.pack(size, kind, MAGIC, seq) + head
+        return HEADER.pack(MAGIC, kind, seq, size) + head
 
     def frame(self, kind: Kind, payload: bytes = b"", head: bytes = b"") -> bytes:
         return self.head(kind, len(payload), head) + payload
@@ -231,13 +232,23 @@ class FrameReader:
     def _header(self, buf: bytearray, pos: int) -> tuple[int, int]:
         """(size, kind) of the frame header at ``pos``, checked; the sequence advances only
         once the frame is taken (see ``_take_seq``)."""
-        size, kind, magic, seq = HEADER.unpack_from(buf, pos)
+        magic, kind, seq, size = HEADER.unpack_from(buf, pos)
         if magic != MAGIC or seq != self._seq:
             raise ProtocolError(f"bad frame header {bytes(buf[pos : pos + HEADER.size]).hex()} (expected frame #{self._seq})")
         least = self._accepts.get(kind)
         if least is None or size < least:
             raise ProtocolError(f"unexpected frame: kind {kind}, {size} bytes")
         return size, kind
+
+    def _check_partial(self, buf: bytearray, pos: int) -> None:
+        """Check what has arrived of a header: magic, then kind, then sequence number."""
+        have = len(buf) - pos
+        if have >= 1 and buf[pos] != MAGIC:
+            raise ProtocolError(f"bad frame header starting {bytes(buf[pos : pos + HEADER.size]).hex()}")
+        if have >= 2 and buf[pos + 1] not in self._accepts:
+            raise ProtocolError(f"unexpected frame kind {buf[pos + 1]}")
+        if have >= 4 and int.from_bytes(buf[pos + 2 : pos + 4], "little") != self._seq:
+            raise ProtocolError(f"frame #{int.from_bytes(buf[pos + 2 : pos + 4], 'little')}, expected #{self._seq}")
 
     def _take_seq(self) -> None:
         self._seq = (self._seq + 1) & _SEQ_MASK
@@ -264,6 +275,7 @@ class FrameReader:
             return self._ready.pop(0)
         buf, pos = self._buf, self._pos
         if len(buf) - pos < HEADER.size:
+            self._check_partial(buf, pos)
             return None
         size, kind = self._header(buf, pos)
         end = pos + HEADER.size + size

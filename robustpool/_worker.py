@@ -426,6 +426,8 @@ def _entry(value: Any) -> tuple[Entry, Any]:
     """One item's outcome for an ITEMS result: a builtin scalar as is, anything else
     pickled alone (so that the owner can fail it alone if it cannot rebuild it)."""
     if type(value) in ser.SCALARS:
+        if type(value) in (bytes, str) and len(value) + RESULT_HEAD.size > wire.MAX_FRAME:
+            return Entry.ERROR, ser.encode_exception(_too_large(len(value)))
         return Entry.VALUE, value
     try:
         blob = ser.dumps(value)
