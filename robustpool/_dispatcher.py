@@ -224,8 +224,13 @@ class Dispatcher:
             if settings.memory_limit is not None:
                 self._watch()
             self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+            # The first wave of workers is asked for here, before the dispatcher thread
+            # exists (so it still owns nothing): from that thread it would wait for the GIL
+            # while the caller goes on to submit work, and the first result would come
+            # several milliseconds later. The thread starts the rest (see _reconcile).
+            self._reconcile()
             self._thread = threading.Thread(target=self._run, name="robustpool-dispatcher", daemon=True)
-            self._thread.start()  # it starts the workers (see _reconcile)
+            self._thread.start()
         except BaseException:
             # No thread, no pool (say "can't start new thread" under a thread limit): leave
             # nothing behind, and let the caller see why.
