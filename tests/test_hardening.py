@@ -363,29 +363,32 @@ def test_a_result_over_the_frame_limit_is_a_serialization_error(tmp_path: Path) 
         assert pool.stats().workers_replaced == 0
 
 
-_SEND_SYSCALLS = {"1", "20", "40", "44", "46"}  # x86_64: write, writev, sendfile, sendto, sendmsg
-
-
-def _in_send_syscall(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/syscall") as f:
-            return f.read().split(" ", 1)[0] in _SEND_SYSCALLS
-    except (OSError, IndexError):
-        return False
+def _spin_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Busy-wait (pure Python, holding the GIL between checks) until ``done()`` or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        for _ in range(20_000):
+            pass
+    return False
 
 
 @pytest.mark.timeout(90)
 def test_worker_killed_while_sending_a_big_result_is_not_run_again(tmp_path: Path) -> None:
     runs, pidfile, size = tmp_path / "runs", tmp_path / "pid", 200 * MiB
+    me = psutil.Process()
     start = time.monotonic()
     with RobustPool(1, retries=0) as pool:
+        before = me.memory_info().rss
         pending = pool.apply_async(_big_after_pidfile, (str(runs), str(pidfile), size))
         pid = int(_wait_for_file(pidfile, 20))
-        # The result is being pickled, then sent: kill it once it is inside a send (the
-        # send takes a few hundred ms), or after 10 s on a system that does not show it.
-        deadline = time.monotonic() + 10
-        while not pending.ready() and not _in_send_syscall(pid) and time.monotonic() < deadline:
-            time.sleep(0.001)
+        # The result is being pickled, then sent. Kill the worker while it sends: once the
+        # owner's RSS shows the frame arriving, plus 20 ms. Meanwhile this thread spins,
+        # holding the GIL, so the owner's dispatcher reads the frame slowly (a few MiB per
+        # switch interval) and the kill lands well before the last byte.
+        _spin_until(lambda: pending.ready() or me.memory_info().rss - before > size // 16, 10)
+        _spin_until(lambda: False, 0.02)
         if not pending.ready():
             os.kill(pid, signal.SIGKILL)
         got = _outcome(pending, 20, (_at_most_runs(runs, 1), _at_most_replaced(pool, 1)))
@@ -904,6 +907,7 @@ def test_dev_mode_shows_no_resource_warning(start_method: str, tmp_path: Path) -
 
 
 INTERRUPTED_OWNER = """
+    import time
     from robustpool import RobustPool
     try:
         print("constructing", flush=True)
@@ -911,6 +915,7 @@ INTERRUPTED_OWNER = """
         print("built", flush=True)
         pool.map(abs, range(4))
         pool.terminate()
+        time.sleep(5)  # a late SIGINT lands here, not in the interpreter's shutdown
     except KeyboardInterrupt:
         print("interrupted", flush=True)
 """
@@ -930,7 +935,8 @@ def _interrupt_while_booting(script: Path, delay: float) -> str:
             while not me.children() and time.monotonic() < deadline:
                 time.sleep(0.001)
             time.sleep(delay)
-            os.killpg(owner.pid, signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(owner.pid, signal.SIGINT)
             _, err = owner.communicate(timeout=30)
         finally:
             owner.kill()
