@@ -560,6 +560,9 @@ GRANDCHILD_OWNER = """
     from test_hardening import _start_grandchildren
     pool = RobustPool(1)
     sh = pool.apply(_start_grandchildren, (sys.argv[1],))
+    deadline = time.monotonic() + 20
+    while not pool.worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
     print("ready", pool.supervisor_pid, *pool.worker_pids(), sh, flush=True)
     time.sleep(60)
 """
@@ -592,6 +595,9 @@ FORKING_OWNER = """
     from robustpool import RobustPool
     pool = RobustPool(2)
     assert pool.map(abs, range(-10, 0)) == list(range(10, 0, -1))
+    deadline = time.monotonic() + 20
+    while len(pool.worker_pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     pids = [pool.supervisor_pid, *pool.worker_pids()]
     child = os.fork()
     if child == 0:
@@ -879,6 +885,9 @@ DEV_MODE_OWNER = """
 
     pool = RobustPool(2, start_method=sys.argv[1])
     assert pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
+    deadline = time.monotonic() + 20
+    while not pool.worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
     os.kill(pool.worker_pids()[0], signal.SIGKILL)
     assert pool.apply_async(slow, (0.2,)).get(timeout=20) == 0.2
     assert pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
@@ -992,7 +1001,9 @@ def test_a_manager_namespace_works_in_a_task(start_method: str) -> None:
         ns.x = 0  # used in the owner first, as a program would: the owner now holds a connection
         with RobustPool(1, start_method=start_method) as pool:
             got = _outcome(pool.apply_async(_set_pid_on, (ns,)), 20)
-            pids = pool.worker_pids()
+            deadline = time.monotonic() + 10
+            while not (pids := pool.worker_pids()) and time.monotonic() < deadline:
+                time.sleep(0.01)  # the worker's pid comes from the supervisor, maybe after its result
         assert isinstance(got, int), f"{type(got).__name__}: {got}"
         assert got == ns.x and got in pids and got != os.getpid()
 
