@@ -22,6 +22,7 @@ Everything a worker runs is defined at module level, so spawn-mode workers can i
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import multiprocessing
@@ -39,6 +40,7 @@ from robustpool import (
     IMapIterator,
     InitializerError,
     RobustPool,
+    RobustPoolError,
     TaskSerializationError,
     WorkerLostError,
 )
@@ -449,6 +451,100 @@ ROWS = [
     Row("supervisor-sigkill", _supervisor_killed),
     Row("chunk-item-sigkill", _sigkill_inside_chunk),
 ]
+
+# --- hardening rows: the reply's trip (begin) -----------------------------------------------
+# Phase ``reply``: the result was computed, then its trip to the owner fails -- the worker
+# closed or replaced its descriptors, the frame is over the limit, or the worker wrote bytes
+# that are not frames. A death after the task finished is that task's attempt (it must not be
+# requeued forever), and garbage on the socket ends the call instead of hanging it. Items
+# go out as separate ``apply_async`` calls (one task each, so the culprit is well defined)
+# and every wait fails fast: today these are respawn loops or hangs.
+
+REPLY_WAIT = 20.0  # seconds: bound on the reply rows (their failure today is a loop or a hang)
+
+
+def _shrink_frames() -> None:
+    """Initializer: lower the frame limit in the worker, so 2 MiB stands for 4 GiB."""
+    import robustpool._wire as w
+
+    w.MAX_FRAME = 1 << 20
+
+
+def _reply_fault(x: Any) -> Any:
+    """An int is squared; ``(how, arg)`` computes a result and then spoils its reply."""
+    if isinstance(x, int):
+        return x * x
+    how, arg = x
+    time.sleep(0.01)  # a slow task's reply is sent at once, before the worker reads on
+    if how == "close-fds":
+        os.closerange(3, 65536)
+    elif how == "devnull-fds":
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in range(3, 101):
+            if fd != null:
+                with contextlib.suppress(OSError):
+                    os.dup2(null, fd)
+    elif how == "garbage":
+        for fd in range(3, 101):
+            with contextlib.suppress(OSError):
+                os.write(fd, b"garbage" * 100)
+        time.sleep(30)
+    elif how == "big":
+        return b"z" * arg
+    return f"spoiled by {how}"
+
+
+def _reply_row(bad: Any, check: Check, max_replaced: int = 2) -> Callable[[Ctx], None]:
+    def run(ctx: Ctx) -> None:
+        items: list[Any] = list(range(N_ITEMS))
+        items[BAD] = bad
+        pending = [ctx.pool.apply_async(_reply_fault, (x,)) for x in items]
+        deadline = time.monotonic() + REPLY_WAIT
+        while not all(r.ready() for r in pending):
+            stats = ctx.pool.stats()
+            assert stats.workers_replaced <= max_replaced, f"respawn loop: {stats.workers_replaced} replaced {stats.replaced}"
+            assert time.monotonic() < deadline, f"hang: {sum(not r.ready() for r in pending)} calls still waiting"
+            time.sleep(0.02)
+        got: list[Any] = []
+        for r in pending:
+            try:
+                got.append(r.get(timeout=0))
+            except BaseException as exc:
+                got.append(exc)
+        check(got[BAD], ctx)
+        _assert_others_ok(items, got, {BAD})
+
+    return run
+
+
+def _lost_in_reply(err: BaseException, ctx: Ctx) -> None:
+    assert type(err) is WorkerLostError, repr(err)
+    assert err.task is not None and err.task.startswith("_reply_fault("), err.task
+    assert err.pid > 0 and err.pid not in (ctx.owner_pid, ctx.pool.supervisor_pid)
+    assert len(err.attempts) == 1
+
+
+def _refused_frame(err: BaseException, ctx: Ctx) -> None:
+    assert isinstance(err, TaskSerializationError), repr(err)
+    assert err.phase == RESULT_WORKER
+
+
+def _any_pool_error(err: BaseException, ctx: Ctx) -> None:
+    assert isinstance(err, RobustPoolError), repr(err)
+
+
+ROWS += [
+    Row("reply-fds-closed", _reply_row(("close-fds", None), _lost_in_reply)),
+    Row("reply-fds-devnull", _reply_row(("devnull-fds", None), _lost_in_reply)),
+    Row(
+        "reply-over-frame-limit",
+        _reply_row(("big", 2 * 2**20), _refused_frame, max_replaced=0),
+        pool_kwargs={"initializer": _shrink_frames},
+    ),
+    Row("reply-garbage", _reply_row(("garbage", None), _any_pool_error)),
+]
+# --- hardening rows: the reply's trip (end) -------------------------------------------------
+
 MATRIX = [pytest.param(row, id=row.id) for row in ROWS]
 
 

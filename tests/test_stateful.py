@@ -1,9 +1,11 @@
 """Stateful tests: Hypothesis drives one RobustPool through random sequences of operations.
 
-Operations: ``submit``, ``imap`` broken off early (then closed), ``map_async``, collecting
-what is outstanding, ``close``, ``terminate``, killing a worker (SIGKILL from outside) and
-killing the supervisor. Tasks are :func:`stress.faults.run` (real processes, real signals):
-some raise, some ``sys.exit``, some SIGKILL their own worker.
+Operations: ``submit``, ``imap`` broken off early (then closed), ``imap`` closed from
+another thread while its consumer waits in ``next()``, ``map_async``, collecting what is
+outstanding, ``close`` (also with an ``imap`` still open, whose input ``join()`` reads),
+``terminate``, killing a worker (SIGKILL from outside) and killing the supervisor. Tasks
+are :func:`stress.faults.run` (real processes, real signals): some raise, some
+``sys.exit``, some SIGKILL their own worker.
 
 Invariants, checked when each sequence ends (and for ``imap`` as it goes):
 
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,22 @@ from stress.runner import allowed_outcomes, wait_stopped
 WAIT = 30.0  # bound on every wait for a result
 SETTLE = 10.0  # bound on waiting for processes on their way out
 FAULTS = st.sampled_from([Fault.NONE, Fault.NONE, Fault.NONE, Fault.EXCEPTION, Fault.SYS_EXIT, Fault.SIGKILL])
+
+
+_CONSUMER = "imap-consumer"
+
+
+def _slowly(specs: list[Spec], inside: threading.Event, pause: float) -> Iterator[Spec]:
+    """An imap input that is slow to read. ``inside`` is set whenever the consumer thread
+    (not the thread that built the imap) is reading it, so another thread can close the
+    iterator at exactly that moment."""
+    for spec in [*specs, None]:
+        if threading.current_thread().name == _CONSUMER:
+            inside.set()
+        time.sleep(pause)
+        if spec is None:
+            return
+        yield spec
 
 
 @dataclass(eq=False)
@@ -205,6 +223,74 @@ class PoolMachine(RuleBasedStateMachine):
         for item in items[take:]:
             item.closed_early = True
         self._bounded("imap close()", it.close)
+
+    # --- closing an imap from another thread (hardening brief, item 5) ---
+
+    @precondition(lambda self: self.state == "running")
+    @rule(faults=st.lists(FAULTS, min_size=1, max_size=6), when=st.sampled_from(["reading", "waiting"]))
+    def imap_closed_from_another_thread(self, faults: list[Fault], when: str) -> None:
+        """A consumer thread iterates an imap whose input is slow (``buffersize=1``: each
+        item is read inside the consumer's next()); this thread closes the iterator while
+        the consumer is inside next(), either reading the input or waiting for a result."""
+        specs = [self._item(f) for f in faults]
+        items = [self.items[s.token] for s in specs]
+        inside = threading.Event()
+        it = self.pool.imap(run, _slowly(specs, inside, 0.05), 1, cleanup=self.cleanup, buffersize=1)
+        got: list[tuple[bool, Any]] = []
+        stuck: list[str] = []
+
+        def consume() -> None:
+            # Until the iterator ends: after the last item, next() reads the input's end.
+            for k in range(len(items) + 1):
+                try:
+                    got.append((True, it.next(timeout=WAIT)))
+                except StopIteration:
+                    return
+                except multiprocessing.TimeoutError:
+                    stuck.append(items[k].token if k < len(items) else "the end of the input")
+                    return
+                except BaseException as exc:  # an item's error, SystemExit included
+                    got.append((False, exc))
+
+        consumer = threading.Thread(target=consume, name=_CONSUMER, daemon=True)
+        consumer.start()
+        if when == "reading":
+            assert inside.wait(WAIT), "hang: the consumer never read the imap's input"
+        self._bounded("imap close() from another thread", it.close)
+        consumer.join(WAIT)
+        assert not consumer.is_alive() and not stuck, f"hang: imap next() after close() from another thread {stuck}"
+        assert len(got) <= len(items), f"the imap yielded {len(got)} outcomes for {len(items)} items"
+        for item, (ok, value) in zip(items, got, strict=False):  # the rest was closed early
+            if ok:
+                self._value(item, value)
+            else:
+                self._error(item, value)
+        for item in items[len(got) :]:
+            item.closed_early = True
+
+    @precondition(lambda self: self.state == "running")
+    @rule(faults=st.lists(FAULTS, min_size=3, max_size=8))
+    def close_with_an_imap_open(self, faults: list[Fault]) -> None:
+        """close() while an imap still has input to read (a window of 2): the consumer then
+        takes every item, as ``join()`` would read what is left. A pool that miscounts its
+        open imaps stops early and fails the rest with PoolTerminatedError."""
+        specs = [self._item(f) for f in faults]
+        items = [self.items[s.token] for s in specs]
+        it = self.pool.imap(run, iter(specs), 1, cleanup=self.cleanup, buffersize=2)
+        self.pool.close()
+        self.state = "closed"
+        time.sleep(0.2)  # the items already sent finish meanwhile; the rest must still run
+        for item in items:
+            try:
+                value = it.next(timeout=WAIT)
+            except multiprocessing.TimeoutError:
+                raise AssertionError(f"hang: imap next() for {item.token} after close()") from None
+            except StopIteration:
+                raise AssertionError(f"lost: imap ended before {item.token} after close()") from None
+            except BaseException as exc:
+                self._error(item, exc)
+            else:
+                self._value(item, value)
 
     @rule()
     def collect(self) -> None:
