@@ -182,6 +182,20 @@ def _unpicklable_result(x: int) -> _ResultRefusesToPickle:
     return _ResultRefusesToPickle()
 
 
+def _no_new_threads() -> None:
+    """Initializer: from now on this worker cannot start a thread (as under RLIMIT_NPROC,
+    which root ignores, so the limit is imitated at the call that hits it)."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    threading.Thread.start = refuse  # type: ignore[method-assign]
+
+
+def _tiny(x: int) -> int:
+    return x + 1
+
+
 # --- the owner's side: bounded waits that fail fast ----------------------------------------
 
 
@@ -484,6 +498,34 @@ def test_endless_fork_failures_fail_tasks_with_worker_start_error(monkeypatch: p
         assert isinstance(later, start_error), repr(later)
     finally:
         pool.terminate()
+
+
+def test_a_worker_that_cannot_start_its_flusher_thread_still_replies() -> None:
+    """Tiny tasks queued back to back make the worker hold results and start its flusher
+    thread; when that fails, results must still come back, each once, with no death."""
+    with RobustPool(1, initializer=_no_new_threads) as pool:
+        got = pool.map_async(_tiny, range(2000), chunksize=1).get(timeout=30)
+        assert got == [x + 1 for x in range(2000)]
+        assert list(pool.imap(_tiny, range(500))) == [x + 1 for x in range(500)]
+        stats = pool.stats()
+        assert stats.workers_replaced == 0, stats.replaced
+
+
+def test_a_dispatcher_thread_that_cannot_start_fails_the_constructor_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    with RobustPool(1) as other:
+        real_start = threading.Thread.start
+
+        def start(self: threading.Thread) -> None:
+            if self.name == "robustpool-dispatcher":
+                raise RuntimeError("can't start new thread")
+            real_start(self)
+
+        monkeypatch.setattr(threading.Thread, "start", start)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            RobustPool(2)
+        monkeypatch.undo()
+        assert other.apply(abs, (-4,)) == 4  # the other pool is untouched
+    # the conftest fixture checks that the failed pool left no supervisor behind
 
 
 # === 5. closing an imap iterator from another thread =====================================
