@@ -414,6 +414,8 @@ class _Supervisor:
             self.send(SpawnFailed(key, f"fork failed: {exc}"))
             return
         if pid == 0:  # pragma: no cover - runs in the new worker
+            view.release()  # the supervisor's mapping of this slot, and the descriptor it holds
+            slot.close()
             self._become_worker(data_fd, slot_fd)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race

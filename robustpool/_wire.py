@@ -327,9 +327,11 @@ def map_slot_untracked(fd: int) -> tuple[mmap.mmap, memoryview]:
         mm = mmap.mmap(fd, SLOT_SIZE, trackfd=False)
     else:
         mm = mmap.mmap(fd, SLOT_SIZE)
-        with contextlib.suppress(OSError):
-            for name in os.listdir("/proc/self/fd"):
-                with contextlib.suppress(OSError, ValueError):
-                    if int(name) != fd and os.readlink(f"/proc/self/fd/{name}").startswith(f"/memfd:{_SLOT_NAME}"):
-                        os.close(int(name))
+    # Before 3.13 the mapping holds a duplicate; close it, and any other slot descriptor
+    # this process may have inherited (Linux names memfds in /proc/self/fd).
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                if int(name) != fd and os.readlink(f"/proc/self/fd/{name}").startswith(f"/memfd:{_SLOT_NAME}"):
+                    os.close(int(name))
     return mm, memoryview(mm).cast("q")
