@@ -12,7 +12,6 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from ._dispatcher import PoolStats, WorkerStats
     from ._errors import (
         InitializerError,
         PoolTerminatedError,
@@ -25,13 +24,14 @@ if _typing.TYPE_CHECKING:
     )
     from ._pool import RobustPool
     from ._results import AsyncResult, IMapIterator, MapResult
+    from ._stats import PoolStats, WorkerStats
 
 _WHERE = {
     "AsyncResult": "._results",
     "IMapIterator": "._results",
     "InitializerError": "._errors",
     "MapResult": "._results",
-    "PoolStats": "._dispatcher",
+    "PoolStats": "._stats",
     "PoolTerminatedError": "._errors",
     "RemoteTaskError": "._errors",
     "RobustPool": "._pool",
@@ -40,7 +40,7 @@ _WHERE = {
     "TaskTimeoutError": "._errors",
     "WorkerLostError": "._errors",
     "WorkerStartError": "._errors",
-    "WorkerStats": "._dispatcher",
+    "WorkerStats": "._stats",
 }
 
 __all__ = [

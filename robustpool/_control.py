@@ -21,6 +21,12 @@ from dataclasses import dataclass
 _LEN = struct.Struct("<I")
 _MAX_FDS = 16
 
+# The reason WorkerExited carries when the supervisor killed the worker for its deadline.
+TIMEOUT = "timeout"
+# Seconds between SIGTERM and SIGKILL when workers are stopped (terminate, or a close whose
+# workers did not quit when asked).
+TERM_GRACE = 1.0
+
 
 # --- owner -> supervisor ------------------------------------------------------------------
 

@@ -40,7 +40,10 @@ from typing import Any, Protocol
 
 from . import _forks, _supervisor
 from . import _serialize as ser
+from ._config import PoolConfig
 from ._control import (
+    TERM_GRACE,
+    TIMEOUT,
     Goodbye,
     KillWorker,
     MemoryHigh,
@@ -56,15 +59,18 @@ from ._errors import (
     InitializerError,
     PoolTerminatedError,
     RobustPoolError,
+    SerializationPhase,
     TaskSerializationError,
     TaskTimeoutError,
     WorkerLostError,
     WorkerStartError,
     describe_exitcode,
 )
+from ._stats import PoolStats, WorkerStats
 from ._tasks import Job, Task
 from ._wire import (
     BUSY,
+    FUNC_CACHE,
     FUNC_HEAD,
     ITEM_DEADLINE,
     PHASE_WORDS,
@@ -92,7 +98,6 @@ from ._wire import (
 
 log = logging.getLogger("robustpool")
 
-_FUNC_CACHE = 128  # mirrors the worker's cache of unpickled functions (see _worker)
 _SOCKET_BUFFER = 4 << 20
 _BATCH_TARGET_S = 0.0002  # imap(chunksize=1) batches tiny items up to this much work
 _MAX_BATCH = 32
@@ -102,7 +107,6 @@ _PREFETCH_BELOW_S = 0.01  # tasks shorter than this always have a 2nd one queued
 _ESTIMATES = 256  # functions whose timings are remembered
 _WATCH_INTERVAL = 0.02  # how often the supervisor checks deadlines, once any task has one
 _INIT_FAILURES = 3  # consecutive initializer failures that break the pool
-_TERM_GRACE = 1.0  # SIGTERM -> SIGKILL grace on terminate
 _QUIT_GRACE = 2.0  # how long idle workers get to quit by themselves on close
 _EXIT_WAIT = 5.0  # bound on waiting for the supervisor to exit
 _TERM_FLUSH_WAIT = 0.5  # terminate waits this long for finished items a worker still owes
@@ -114,7 +118,6 @@ _PROTOCOL_REASON = (
     "robustpool killed it: it sent bytes that are not robustpool frames on its data socket "
     "(did the task write to file descriptors it inherited?): {}"
 )
-_PHASE_UNPICKLE_RESULT = "unpickling the result in the owner"
 
 
 @dataclass(eq=False)
@@ -144,49 +147,15 @@ class Wakeable(Protocol):
     def wake(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    processes: int
-    initializer_blob: bytes
-    maxtasksperchild: int | None
-    retries: int
-    start_method: str | None
-    memory_limit: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerStats:
-    """One live worker as last seen: its pid (None while starting), tasks it was given,
-    and the RSS of its process tree in bytes (None before the first sample)."""
-
-    pid: int | None
-    tasks: int
-    rss: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """A snapshot of a pool, from ``RobustPool.stats()``. Counts are of items (a chunk of
-    n items counts n); ``replaced`` maps why a worker exited to how many times."""
-
-    workers_alive: int
-    tasks_done: int
-    tasks_failed: int
-    tasks_retried: int
-    tasks_timed_out: int
-    workers_replaced: int
-    replaced: tuple[tuple[str, int], ...]
-    workers: tuple[WorkerStats, ...]
-
-
 _live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
 
 class Dispatcher:
     """Runs a pool's workers; the facades (RobustPool, ...) talk only to this."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: PoolConfig) -> None:
         self.settings = settings
+        self._init_blob = _pickle_initializer(settings)
         self._inbox: deque[Callable[[], None]] = deque()
         self._incoming: deque[list[Task]] = deque()
         self._pending: deque[Task] = deque()
@@ -418,7 +387,7 @@ class Dispatcher:
         w = _Worker(key, mine, view, slot_map)
         self._workers[key] = w
         self._selector.register(mine, selectors.EVENT_READ, functools.partial(self._on_worker, w))
-        self._queue_frame(w, Kind.INIT, self.settings.initializer_blob)
+        self._queue_frame(w, Kind.INIT, self._init_blob)
         return True
 
     def _spawn_failed(self, why: str) -> None:
@@ -564,7 +533,7 @@ class Dispatcher:
         if fid not in w.funcs:
             self._queue_frame(w, Kind.FUNC, t.func.blob, FUNC_HEAD.pack(fid), write=False)
             w.funcs[fid] = None
-            if len(w.funcs) > _FUNC_CACHE:
+            if len(w.funcs) > FUNC_CACHE:
                 del w.funcs[next(iter(w.funcs))]
         if t.timeout and not self._watching:
             self._watch()
@@ -772,7 +741,7 @@ class Dispatcher:
             try:
                 err = ser.decode_exception(blob)
             except BaseException as exc:
-                err = TaskSerializationError.of(_PHASE_UNPICKLE_RESULT, exc, t.index(k), t.describe(k))
+                err = TaskSerializationError.of(SerializationPhase.LOAD_RESULT, exc, t.index(k), t.describe(k))
             _describe_serialization_error(err, t, k)
             job.fail(t.start + k, err)
         if run:
@@ -783,7 +752,7 @@ class Dispatcher:
         # Raised here, in the dispatcher thread: its frames would keep this thread's
         # locals (payloads, tasks) alive for as long as the user keeps the error.
         ser.detach_traceback(exc, "Traceback of the unpickling error, in the owner")
-        err = TaskSerializationError.of(_PHASE_UNPICKLE_RESULT, exc, t.index(k), t.describe(k))
+        err = TaskSerializationError.of(SerializationPhase.LOAD_RESULT, exc, t.index(k), t.describe(k))
         self._failed += 1
         t.job.fail(t.start + k, err)
 
@@ -845,12 +814,12 @@ class Dispatcher:
         reason = msg.reason or w.broken or slot.fault_reason()
         expected = (w.quitting and msg.exitcode == 0) or self._stopping
         if not expected:
-            self._count_exit(msg.reason if msg.reason == "timeout" else describe_exitcode(msg.exitcode))
+            self._count_exit(msg.reason if msg.reason == TIMEOUT else describe_exitcode(msg.exitcode))
             # A death during a task is reported to that task's caller too; one while idle
             # is only seen here, so it is louder.
             level = logging.INFO if slot.phase in BUSY else logging.WARNING
             who = f"worker {msg.pid}" if msg.pid else "a worker that was still starting"
-            why = f" ({reason})" if reason and msg.reason != "timeout" else ""
+            why = f" ({reason})" if reason and msg.reason != TIMEOUT else ""
             log.log(level, "robustpool: %s exited with %s%s", who, describe_exitcode(msg.exitcode), why)
         if self._terminating:
             while w.inflight:
@@ -896,7 +865,7 @@ class Dispatcher:
         again = t.sub(t.received, k) + t.sub(k + 1, t.count)
         for nt in again:
             nt.attempts = []
-        if msg.reason == "timeout" and msg.task_id == t.task_id:
+        if msg.reason == TIMEOUT and msg.task_id == t.task_id:
             elapsed = (time.monotonic_ns() - slot.started) / 1e9
             self._timed_out += 1
             self._failed += 1
@@ -1083,7 +1052,7 @@ class Dispatcher:
             return
         if time.monotonic() < self._terminate_until and any(_owes_items(w) for w in self._workers.values()):
             return
-        self._begin_stop(_TERM_GRACE, polite=False)
+        self._begin_stop(TERM_GRACE, polite=False)
 
     def _begin_stop(self, grace: float, polite: bool) -> None:
         if self._stopping:
@@ -1224,14 +1193,7 @@ def _well_formed_items(decoded: object, count: int) -> bool:
 
 def _describe_serialization_error(exc: BaseException, t: Task, k: int) -> None:
     if isinstance(exc, TaskSerializationError) and exc.task is None:
-        exc.task_index = t.index(k)
-        exc.task = t.describe(k)
-        exc.args = (f"error {exc.phase} for task {_label(t, k)}: {exc.detail}",)
-
-
-def _label(t: Task, k: int) -> str:
-    idx = t.index(k)
-    return f"#{idx} {t.describe(k)}" if idx is not None else t.describe(k)
+        exc.describe(t.index(k), t.describe(k))
 
 
 def shutdown_all(dispatchers: Iterable[Dispatcher] = ()) -> None:
@@ -1240,7 +1202,7 @@ def shutdown_all(dispatchers: Iterable[Dispatcher] = ()) -> None:
     for d in live:
         d.terminate()
     for d in live:
-        d.join(timeout=_TERM_GRACE + _EXIT_WAIT)
+        d.join(timeout=TERM_GRACE + _EXIT_WAIT)
 
 
 for _cls in (
@@ -1248,3 +1210,14 @@ for _cls in (
     WorkerStats,
 ):
     _cls.__module__ = "robustpool"  # as imported by users (see _errors)
+
+
+def _pickle_initializer(config: PoolConfig) -> bytes:
+    """The INIT frame's payload: the pickled (initializer, initargs), or empty."""
+    if config.initializer is None:
+        return b""
+    try:
+        return ser.dumps((config.initializer, config.initargs))
+    except Exception as exc:
+        detail = f"cannot pickle the initializer: {exc}"
+        raise TaskSerializationError.of(SerializationPhase.PICKLE_TASK, exc, detail=detail)

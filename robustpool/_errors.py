@@ -22,6 +22,7 @@ Who raises what:
 
 from __future__ import annotations
 
+import enum
 import signal
 from typing import Any
 
@@ -36,6 +37,21 @@ __all__ = [
     "WorkerStartError",
     "describe_exitcode",
 ]
+
+
+class SerializationPhase(enum.StrEnum):
+    """Where a value failed to cross the process boundary (``TaskSerializationError.phase``)."""
+
+    PICKLE_TASK = "pickling the task in the owner"
+    LOAD_TASK = "unpickling the task in the worker"
+    DUMP_RESULT = "pickling the result in the worker"
+    LOAD_RESULT = "unpickling the result in the owner"
+
+
+def task_label(task_index: int | None, task: str | None) -> str:
+    """How errors name a task: ``task #5 f(5)``, or ``a task f(5)`` when it has no position."""
+    what = f"task #{task_index}" if task_index is not None else "a task"
+    return f"{what} {task}" if task else what
 
 
 def _signal_of(exitcode: int | None) -> signal.Signals | None:
@@ -127,9 +143,7 @@ class WorkerLostError(RobustPoolError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        what = f"task #{self.task_index}" if self.task_index is not None else "a task"
-        if self.task:
-            what += f" {self.task}"
+        what = task_label(self.task_index, self.task)
         msg = f"worker {self.pid} died from {describe_exitcode(self.exitcode)} while {self.phase} {what}"
         if len(self.attempts) > 1:
             tried = ", ".join(f"pid {p}: {describe_exitcode(c)}" for p, c in self.attempts)
@@ -157,9 +171,7 @@ class TaskTimeoutError(RobustPoolError):
         self.task_index = task_index
         self.task = task
         self.pid = pid
-        what = f"task #{task_index}" if task_index is not None else "a task"
-        if task:
-            what += f" {task}"
+        what = task_label(task_index, task)
         where = f" (pid {pid})" if pid is not None else ""
         super().__init__(
             f"{what} ran for {elapsed:.2f} s, past its task_timeout of {timeout:g} s; its worker{where} was killed and replaced"
@@ -173,10 +185,10 @@ class TaskTimeoutError(RobustPoolError):
 class TaskSerializationError(RobustPoolError):
     """A task or its result could not be pickled or unpickled.
 
-    ``phase`` is one of ``"pickling the task in the owner"``, ``"unpickling the task in the
-    worker"``, ``"pickling the result in the worker"``, ``"unpickling the result in the
-    owner"``. The original error is the ``__cause__`` when it could be carried over, and its
-    text is always in ``detail``.
+    ``phase`` is a :class:`SerializationPhase` (a string: ``"pickling the task in the
+    owner"``, ``"unpickling the task in the worker"``, ``"pickling the result in the
+    worker"`` or ``"unpickling the result in the owner"``). The original error is the
+    ``__cause__`` when it could be carried over, and its text is always in ``detail``.
 
     The error is also an instance of the original error's type when that is an
     ``Exception`` (``TypeError`` for a lock, ``pickle.PicklingError``, whatever a
@@ -189,14 +201,15 @@ class TaskSerializationError(RobustPoolError):
     def __init__(self, phase: str, detail: str, task_index: int | None = None, task: str | None = None) -> None:
         self.phase = phase
         self.detail = detail
+        self.describe(task_index, task)
+
+    def describe(self, task_index: int | None, task: str | None) -> None:
+        """Name the task (an error made in a worker learns its position in the owner)."""
         self.task_index = task_index
         self.task = task
-        what = f"task #{task_index}" if task_index is not None else "a task"
-        if task:
-            what += f" {task}"
         # Not super().__init__: in a class mixed with the original type, that would call
         # the original's __init__, whose arguments may be anything.
-        Exception.__init__(self, f"error {phase} for {what}: {detail}")
+        Exception.__init__(self, f"error {self.phase} for {task_label(task_index, task)}: {self.detail}")
 
     def __str__(self) -> str:
         return Exception.__str__(self)  # not the original type's (OSError, KeyError format theirs)

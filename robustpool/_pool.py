@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import os
 import threading
 import time
 import warnings
@@ -29,11 +28,11 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from . import _forks
-from . import _serialize as ser
-from ._dispatcher import Dispatcher, PoolStats, Settings, shutdown_all
+from ._config import PoolConfig, check_callable, positive_int, task_limit
+from ._dispatcher import Dispatcher, shutdown_all
 from ._errors import TaskSerializationError
 from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult, _IMapJob
-from ._settings import MAX_PROCESSES, max_processes, parse_memory, positive_int, seconds, task_limit
+from ._stats import PoolStats
 from ._tasks import FuncRef, Job, Task, make_tasks, pickle_function
 from ._wire import Mode
 
@@ -52,26 +51,6 @@ def _register_atexit() -> None:
         if not _atexit_done:
             atexit.register(shutdown_all)
             _atexit_done = True
-
-
-def _start_method(context: Any, start_method: str | None) -> str | None:
-    """The supervisor's start method, from ``start_method`` or a ``multiprocessing``
-    context (``multiprocessing.Pool``'s ``context=``)."""
-    if context is None:
-        return start_method
-    get = getattr(context, "get_start_method", None)
-    if not callable(get):
-        raise TypeError(f"context must be a multiprocessing context, not {type(context).__name__}")
-    method = get()
-    from_context = "fork" if method == "fork" else "spawn"  # forkserver's safety is a fresh start's
-    if start_method is not None and start_method != from_context:
-        raise ValueError(f"start_method={start_method!r} contradicts the context's start method {method!r}")
-    return from_context
-
-
-def _check_callable(fn: object, what: str = "func") -> None:
-    if not callable(fn):
-        raise TypeError(f"{what} must be callable, not {type(fn).__name__}")
 
 
 class RobustPool:
@@ -112,60 +91,29 @@ class RobustPool:
     ) -> None:
         self._state = _TERMINATE  # until fully built, so __del__ of a failed init is quiet
         self._gen = _forks.generation
-        nproc = self._check_processes(processes)
-        if initializer is not None:
-            _check_callable(initializer, "initializer")
-        try:
-            init_args = tuple(initargs)
-        except TypeError:
-            raise TypeError(f"initargs must be an iterable of arguments for the initializer, not {type(initargs).__name__}")
-        start_method = _start_method(context, start_method)
-        if maxtasksperchild is not None and (
-            isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
-        ):
-            raise ValueError(f"maxtasksperchild must be a positive int or None, not {maxtasksperchild!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, not {retries!r}")
-        if start_method not in (None, "fork", "spawn"):
-            raise ValueError(f"start_method must be 'fork', 'spawn' or None, not {start_method!r}")
-        if start_method == "fork" and not hasattr(os, "fork"):
-            raise ValueError("start_method='fork' needs os.fork, which this platform lacks")
-        if buffersize is not None:
-            positive_int("buffersize", buffersize)
-        self._task_timeout = task_limit("task_timeout", task_timeout)
-        self._close_timeout = seconds("close_timeout", close_timeout)
-        self._processes = nproc
-        self._buffersize = buffersize or max(64, 32 * nproc)
-        init_blob = b""
-        if initializer is not None:
-            try:
-                init_blob = ser.dumps((initializer, init_args))
-            except Exception as exc:
-                raise TaskSerializationError.of(
-                    "pickling the task in the owner", exc, detail=f"cannot pickle the initializer: {exc}"
-                )
-        settings = Settings(nproc, init_blob, maxtasksperchild, retries, start_method, parse_memory(memory_limit))
+        config = PoolConfig.build(
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            context,
+            task_timeout=task_timeout,
+            retries=retries,
+            memory_limit=memory_limit,
+            start_method=start_method,
+            buffersize=buffersize,
+            close_timeout=close_timeout,
+        )
+        self._config = config
+        self._task_timeout = config.task_timeout
+        self._close_timeout = config.close_timeout
+        self._processes = config.processes
+        self._buffersize = config.buffersize
         _register_atexit()
-        self._engine = Dispatcher(settings)
+        self._engine = Dispatcher(config)
         self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
         self._funcs: dict[bytes, FuncRef] = {}
         self._state = _RUN
-
-    @staticmethod
-    def _check_processes(processes: int | None) -> int:
-        if processes is None:
-            return os.cpu_count() or 1
-        if isinstance(processes, bool) or not isinstance(processes, int):
-            raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        most = max_processes()
-        if processes > most:
-            raise ValueError(
-                f"processes={processes} is more than this process can run: at most {most} here (each worker needs two "
-                f"file descriptors in the owner, and robustpool runs at most {MAX_PROCESSES} workers per pool)"
-            )
-        return processes
 
     # -- helpers --
 
@@ -252,7 +200,7 @@ class RobustPool:
         ``task_timeout`` overrides the pool's for this call (every ``*map*`` method takes it
         too; ``submit`` cannot, since its keyword arguments belong to ``fn``)."""
         self._check_running()
-        _check_callable(func)
+        check_callable(func)
         timeout = self._timeout(task_timeout)
         result: AsyncResult[T] = AsyncResult(callback, error_callback)
         self._start(result, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
@@ -261,7 +209,7 @@ class RobustPool:
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``."""
         self._check_running()
-        _check_callable(fn, "fn")
+        check_callable(fn, "fn")
         future: Future[T] = Future()
         self._start(FutureJob(future), fn, Mode.APPLY, [(args, kwargs)], 1, False, self._task_timeout)
         return future
@@ -284,10 +232,10 @@ class RobustPool:
         task_timeout: float | None,
     ) -> MapResult[Any]:
         self._check_running()
-        _check_callable(func)
+        check_callable(func)
         timeout = self._timeout(task_timeout)
         if cleanup is not None:
-            _check_callable(cleanup, "cleanup")
+            check_callable(cleanup, "cleanup")
         # A list, tuple or range is sliced as it is: materializing it first cost more than
         # the whole dispatch (3.7 ms for range(200_000)), and a range's chunks travel as
         # ranges. Chunks are sliced off (copied) before this call returns.
@@ -366,11 +314,11 @@ class RobustPool:
         task_timeout: float | None,
     ) -> IMapIterator[Any]:
         self._check_running()
-        _check_callable(func)
+        check_callable(func)
         timeout = self._timeout(task_timeout)
         positive_int("chunksize", chunksize)
         if cleanup is not None:
-            _check_callable(cleanup, "cleanup")
+            check_callable(cleanup, "cleanup")
         if buffersize is not None:
             positive_int("buffersize", buffersize)
         ref = self._function(func)

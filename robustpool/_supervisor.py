@@ -40,6 +40,8 @@ from typing import Any
 
 from . import _proctable
 from ._control import (
+    TERM_GRACE,
+    TIMEOUT,
     Channel,
     Goodbye,
     KillWorker,
@@ -57,7 +59,6 @@ from ._control import (
 from ._wire import SLOT_DEADLINE, SLOT_PHASE, SLOT_TASK, Phase, map_slot
 
 _REAP_GRACE = 5.0  # bound on waiting for SIGKILLed workers to be reaped on the way out
-_TERM_GRACE = 1.0  # SIGTERM -> SIGKILL when workers did not quit politely
 _SAMPLE_EVERY = 0.5  # RSS sampling period without a memory limit
 _SAMPLE_LIMITED = 0.1  # ... and with one
 _HARD_FACTOR = 2  # a worker this many times over memory_limit is killed at once
@@ -342,7 +343,7 @@ class _Supervisor:
                     if self.polite:
                         # They did not quit when asked: now the usual escalation.
                         self.polite = False
-                        self.stop_deadline = time.monotonic() + _TERM_GRACE
+                        self.stop_deadline = time.monotonic() + TERM_GRACE
                         self._kill_all(signal.SIGTERM)
                         continue
                     self._kill_all(signal.SIGKILL)
@@ -480,7 +481,7 @@ class _Supervisor:
             task_id = child.view[SLOT_TASK]
             if child.view[SLOT_DEADLINE] != deadline:
                 continue  # the worker moved on to another task while we looked
-            child.reason = "timeout"
+            child.reason = TIMEOUT
             child.task_id = task_id
             _kill_group(child.pid, signal.SIGKILL)
 

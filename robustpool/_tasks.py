@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import _serialize as ser
-from ._errors import TaskSerializationError
+from ._errors import SerializationPhase, TaskSerializationError
 from ._wire import Mode
 
 _task_ids = itertools.count(1)
@@ -29,8 +29,6 @@ _repr = reprlib.Repr()
 _repr.maxstring = 40
 _repr.maxother = 40
 _repr.maxlevel = 2
-
-PHASE_PICKLE_TASK = "pickling the task in the owner"
 
 
 class Job(Protocol):
@@ -83,7 +81,7 @@ def pickle_function(fn: Callable[..., Any]) -> FuncRef:
     try:
         blob = ser.dumps(fn)
     except Exception as exc:
-        raise TaskSerializationError.of(PHASE_PICKLE_TASK, exc, detail=f"cannot pickle the function {name}: {exc}")
+        raise TaskSerializationError.of(SerializationPhase.PICKLE_TASK, exc, detail=f"cannot pickle the function {name}: {exc}")
     return FuncRef(next(_func_ids), blob, name)
 
 
@@ -185,7 +183,7 @@ def make_tasks(
             ser.dumps(item)
         except Exception as exc:
             desc = describe(func.name, mode, item)
-            err = TaskSerializationError.of(PHASE_PICKLE_TASK, exc, start + k if indexed else None, desc)
+            err = TaskSerializationError.of(SerializationPhase.PICKLE_TASK, exc, start + k if indexed else None, desc)
             ser.detach_traceback(exc, "Traceback of the pickling error, in the owner")
             if run:
                 tasks.append(Task(job, func, mode, run_start, run, ser.dumps(run), timeout, indexed, stream, item_deadline))

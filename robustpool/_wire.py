@@ -71,6 +71,10 @@ _SEQ_MASK = 0xFFFF
 # bound at import, so a test can lower it in a worker through the pool's initializer.
 MAX_FRAME = 2**32 - 1
 
+# Unpickled functions a worker keeps; the owner mirrors the cache to know which functions a
+# worker has (so both sides must use this one number).
+FUNC_CACHE = 128
+
 # TASK flags
 STREAM = 1  # reply item by item (see the module docstring)
 ITEM_DEADLINE = 2  # each item has the whole timeout

@@ -26,8 +26,9 @@ from typing import Any
 
 from . import _serialize as ser
 from . import _wire as wire
-from ._errors import TaskSerializationError
+from ._errors import SerializationPhase, TaskSerializationError
 from ._wire import (
+    FUNC_CACHE,
     FUNC_HEAD,
     ITEM_DEADLINE,
     PID,
@@ -64,10 +65,7 @@ _SLOW_TASK_NS = 100_000
 # within two looks (plus the wait for the GIL). Looking more often costs a thread wake-up
 # each time, which shows in the per-task overhead of tiny tasks.
 _WATCH_S = 0.004
-_FUNC_CACHE = 128  # must equal the owner's mirror of this cache (see _dispatcher)
 
-_PHASE_LOAD = "unpickling the task in the worker"
-_PHASE_DUMP = "pickling the result in the worker"
 _MAX_TIMEOUT = 1e10  # seconds; the owner refuses more than 1e9, so a larger value is garbage
 _NOT_BUSY = (Phase.IDLE, Phase.INIT, Phase.REPLYING)  # the flusher has nothing to watch
 
@@ -81,7 +79,7 @@ class _SendFailed(Exception):
 
 def _too_large(size: int) -> TaskSerializationError:
     return TaskSerializationError(
-        _PHASE_DUMP, f"the pickled result is {size} bytes, over the {wire.MAX_FRAME}-byte limit of one frame"
+        SerializationPhase.DUMP_RESULT, f"the pickled result is {size} bytes, over the {wire.MAX_FRAME}-byte limit of one frame"
     )
 
 
@@ -270,7 +268,7 @@ class _Worker:
         # Unpickled lazily, inside a task's LOADING phase, so a crash while unpickling a
         # function is blamed on the task that needed it.
         self.funcs[func_id] = bytes(payload[FUNC_HEAD.size :])
-        while len(self.funcs) > _FUNC_CACHE:
+        while len(self.funcs) > FUNC_CACHE:
             del self.funcs[next(iter(self.funcs))]
 
     def function(self, func_id: int) -> Callable[..., Any]:
@@ -300,7 +298,7 @@ class _Worker:
             fn = self.function(func_id)
             items = ser.loads(memoryview(payload)[TASK_HEAD.size :])
         except BaseException as exc:
-            err = TaskSerializationError.of(_PHASE_LOAD, exc)
+            err = TaskSerializationError.of(SerializationPhase.LOAD_TASK, exc)
             body = ser.encode_exception(err)
             view[SLOT_PHASE] = Phase.REPLYING
             self.reply(task_id, Status.FAILED, start, body, 0, 0)  # count 0: every item
@@ -432,7 +430,7 @@ def _entry(value: Any) -> tuple[Entry, Any]:
     try:
         blob = ser.dumps(value)
     except BaseException as exc:
-        err = TaskSerializationError.of(_PHASE_DUMP, exc)
+        err = TaskSerializationError.of(SerializationPhase.DUMP_RESULT, exc)
         return Entry.ERROR, ser.encode_exception(err)
     if len(blob) + RESULT_HEAD.size > wire.MAX_FRAME:
         return Entry.ERROR, ser.encode_exception(_too_large(len(blob)))
