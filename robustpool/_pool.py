@@ -28,13 +28,13 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from . import _forks
+from ._calls import Mode
 from ._config import PoolConfig, check_callable, positive_int, task_limit
-from ._dispatcher import Dispatcher, shutdown_all
 from ._errors import TaskSerializationError
+from ._process._loop import Dispatcher, shutdown_all
+from ._process._tasks import FuncRef, Job, Task, make_tasks, pickle_function
 from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult, _IMapJob
 from ._stats import PoolStats
-from ._tasks import FuncRef, Job, Task, make_tasks, pickle_function
-from ._wire import Mode
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -19,12 +19,12 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _forks
-from . import _serialize as ser
-from ._tasks import FuncRef, Task, make_tasks
-from ._wire import Mode
+from ._calls import Mode
+from ._process import _serialize as ser
+from ._process._tasks import FuncRef, Task, make_tasks
 
 if TYPE_CHECKING:
-    from ._dispatcher import Dispatcher
+    from ._process._loop import Dispatcher
 
 T = TypeVar("T")
 log = logging.getLogger("robustpool")

@@ -465,7 +465,7 @@ REPLY_WAIT = 20.0  # seconds: bound on the reply rows (their failure today is a 
 
 def _shrink_frames() -> None:
     """Initializer: lower the frame limit in the worker, so 2 MiB stands for 4 GiB."""
-    import robustpool._wire as w
+    import robustpool._process._wire as w
 
     w.MAX_FRAME = 1 << 20
 

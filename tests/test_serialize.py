@@ -8,7 +8,7 @@ import textwrap
 import traceback
 
 from robustpool import RemoteTaskError
-from robustpool import _serialize as ser
+from robustpool._process import _serialize as ser
 
 
 def _raiser(n: int) -> None:
@@ -77,7 +77,7 @@ def test_exceptions_raised_in_main_keep_their_frames() -> None:
     script = textwrap.dedent(
         """
         import traceback
-        from robustpool import _serialize as ser
+        from robustpool._process import _serialize as ser
         def inner():
             raise ValueError("deep")
         try:

@@ -38,9 +38,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import _forks, _supervisor
+from .. import _forks
+from .._config import PoolConfig
+from .._errors import (
+    InitializerError,
+    PoolTerminatedError,
+    RobustPoolError,
+    SerializationPhase,
+    TaskSerializationError,
+    TaskTimeoutError,
+    WorkerLostError,
+    WorkerStartError,
+    describe_exitcode,
+)
+from .._stats import PoolStats, WorkerStats
 from . import _serialize as ser
-from ._config import PoolConfig
+from . import _supervisor
 from ._control import (
     TERM_GRACE,
     TIMEOUT,
@@ -55,18 +68,6 @@ from ._control import (
     WorkerExited,
     WorkerStarted,
 )
-from ._errors import (
-    InitializerError,
-    PoolTerminatedError,
-    RobustPoolError,
-    SerializationPhase,
-    TaskSerializationError,
-    TaskTimeoutError,
-    WorkerLostError,
-    WorkerStartError,
-    describe_exitcode,
-)
-from ._stats import PoolStats, WorkerStats
 from ._tasks import Job, Task
 from ._wire import (
     BUSY,

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import SerializationPhase, TaskSerializationError
 from . import _serialize as ser
 from . import _wire as wire
-from ._errors import SerializationPhase, TaskSerializationError
 from ._wire import (
     FUNC_CACHE,
     FUNC_HEAD,

@@ -13,22 +13,16 @@ on its hot path.
 from __future__ import annotations
 
 import itertools
-import reprlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .._calls import Mode, describe, function_name
+from .._errors import SerializationPhase, TaskSerializationError
 from . import _serialize as ser
-from ._errors import SerializationPhase, TaskSerializationError
-from ._wire import Mode
 
 _task_ids = itertools.count(1)
 _func_ids = itertools.count(1)
-
-_repr = reprlib.Repr()
-_repr.maxstring = 40
-_repr.maxother = 40
-_repr.maxlevel = 2
 
 
 class Job(Protocol):
@@ -67,14 +61,6 @@ class FuncRef:
     name: str
 
 
-def function_name(fn: Callable[..., Any]) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    if name is None:
-        inner = getattr(fn, "func", None)  # functools.partial
-        return f"partial({function_name(inner)})" if callable(inner) else type(fn).__name__
-    return str(name)
-
-
 def pickle_function(fn: Callable[..., Any]) -> FuncRef:
     """Pickle ``fn`` once for a whole call; raises TaskSerializationError if impossible."""
     name = function_name(fn)
@@ -83,23 +69,6 @@ def pickle_function(fn: Callable[..., Any]) -> FuncRef:
     except Exception as exc:
         raise TaskSerializationError.of(SerializationPhase.PICKLE_TASK, exc, detail=f"cannot pickle the function {name}: {exc}")
     return FuncRef(next(_func_ids), blob, name)
-
-
-def describe(name: str, mode: Mode, item: Any) -> str:
-    """A short human description of one item, e.g. ``kill_self(5)``."""
-    try:
-        if mode == Mode.MAP:
-            inner = _repr.repr(item)
-        elif mode == Mode.STAR:
-            inner = ", ".join(_repr.repr(a) for a in item)
-        else:
-            args, kwds = item
-            parts = [_repr.repr(a) for a in args]
-            parts += [f"{k}={_repr.repr(v)}" for k, v in kwds.items()]
-            inner = ", ".join(parts)
-    except Exception:
-        inner = "..."
-    return f"{name}({inner})"
 
 
 @dataclass(eq=False, slots=True)

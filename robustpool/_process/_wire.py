@@ -60,6 +60,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+from .._calls import Mode as Mode  # the worker reads a task's mode from its header
+
 HEADER = struct.Struct("<BBHI")
 FUNC_HEAD = struct.Struct("<q")
 TASK_HEAD = struct.Struct("<qqBBd")
@@ -88,14 +90,6 @@ class Kind(enum.IntEnum):
     READY = 11
     INIT_FAILED = 12
     RESULT = 13
-
-
-class Mode(enum.IntEnum):
-    """How a task's items are applied to its function."""
-
-    APPLY = 0  # items are (args, kwds) pairs: f(*args, **kwds)
-    MAP = 1  # items are single arguments: f(x)
-    STAR = 2  # items are argument tuples: f(*x)
 
 
 class Status(enum.IntEnum):

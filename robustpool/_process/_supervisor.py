@@ -186,13 +186,13 @@ def _max_fd() -> int:
 # owner's sys.path is installed only once the supervisor has imported what it needs.
 _BOOT = (
     "import sys; sys.path.append(sys.argv[2]); "
-    "from robustpool._supervisor import main; sys.exit(main(int(sys.argv[1]), sys.argv[3]))"
+    "from robustpool._process._supervisor import main; sys.exit(main(int(sys.argv[1]), sys.argv[3]))"
 )
 
 
 def _start_fresh(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
     fd = sup_end.fileno()
-    home = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
     args = [sys.executable, *flags, "-P", "-c", _BOOT, str(fd), home, json.dumps(sys.path)]
     # Its own process group: a Ctrl-C at the terminal reaches the owner, which decides what

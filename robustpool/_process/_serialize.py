@@ -29,11 +29,11 @@ from typing import Any, cast
 import cloudpickle
 from tblib import pickling_support
 
-from ._errors import RemoteTaskError, safe_str
+from .._errors import RemoteTaskError, safe_str
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN_MARKER = b"__main__"
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # robustpool/
 
 loads = pickle.loads
 
