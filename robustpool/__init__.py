@@ -22,15 +22,17 @@ if _typing.TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
+    from ._jobs._gather import MapResult
+    from ._jobs._iterators import IMapIterator
+    from ._jobs._single import AsyncResult
     from ._pool import RobustPool
-    from ._results import AsyncResult, IMapIterator, MapResult
     from ._stats import PoolStats, WorkerStats
 
 _WHERE = {
-    "AsyncResult": "._results",
-    "IMapIterator": "._results",
+    "AsyncResult": "._jobs._single",
+    "IMapIterator": "._jobs._iterators",
     "InitializerError": "._errors",
-    "MapResult": "._results",
+    "MapResult": "._jobs._gather",
     "PoolStats": "._stats",
     "PoolTerminatedError": "._errors",
     "RemoteTaskError": "._errors",
@@ -43,7 +45,7 @@ _WHERE = {
     "WorkerStats": "._stats",
 }
 
-__all__ = [
+__all__ = (
     "AsyncResult",
     "IMapIterator",
     "InitializerError",
@@ -58,7 +60,7 @@ __all__ = [
     "WorkerLostError",
     "WorkerStartError",
     "WorkerStats",
-]
+)
 
 __version__ = "0.1.0"
 

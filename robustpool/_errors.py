@@ -26,18 +26,6 @@ import enum
 import signal
 from typing import Any
 
-__all__ = [
-    "InitializerError",
-    "PoolTerminatedError",
-    "RemoteTaskError",
-    "RobustPoolError",
-    "TaskSerializationError",
-    "TaskTimeoutError",
-    "WorkerLostError",
-    "WorkerStartError",
-    "describe_exitcode",
-]
-
 
 class SerializationPhase(enum.StrEnum):
     """Where a value failed to cross the process boundary (``TaskSerializationError.phase``)."""

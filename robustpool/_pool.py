@@ -1,8 +1,9 @@
-"""RobustPool: the ``multiprocessing.Pool`` API over robustpool's supervised runtime.
+"""RobustPool: the ``multiprocessing.Pool`` API over an engine (supervised processes today).
 
 This module is only the facade: it validates arguments at the call, turns each call into a
-job and its tasks, and hands them to the engine (``_dispatcher.Dispatcher``). It holds no
-worker state, so another engine can sit behind the same API.
+job and its chunks, and hands them to the engine through ``robustpool._engine``'s protocol;
+the lifecycle it shares with other facades lives in ``_core.PoolCore``. It holds no worker
+state and serializes nothing.
 
 Deliberate differences from ``multiprocessing.Pool`` (all documented in the README):
 
@@ -16,41 +17,29 @@ Deliberate differences from ``multiprocessing.Pool`` (all documented in the READ
 
 from __future__ import annotations
 
-import atexit
-import gc
-import threading
-import time
 import warnings
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from . import _forks
 from ._calls import Mode
 from ._config import PoolConfig, check_callable, positive_int, task_limit
+from ._core import PoolCore, State
+from ._engine import Chunk, Engine, Job
 from ._errors import TaskSerializationError
-from ._process._loop import Dispatcher, shutdown_all
-from ._process._tasks import FuncRef, Job, Task, make_tasks, pickle_function
-from ._results import AsyncResult, Cleanup, FutureJob, IMapIterator, MapResult, _IMapJob
+from ._jobs._gather import GatherJob, MapResult
+from ._jobs._iterators import IMapIterator
+from ._jobs._single import AsyncResult, FutureJob, SingleJob
+from ._jobs._stream import StreamJob
+from ._process._engine import ProcessEngine
 from ._stats import PoolStats
 
 T = TypeVar("T")
+S = TypeVar("S")
 R = TypeVar("R")
-
-_RUN, _CLOSE, _TERMINATE = "running", "closed", "terminated"
-_FUNC_MEMO = 256
-_atexit_lock = threading.Lock()
-_atexit_done = False
-
-
-def _register_atexit() -> None:
-    global _atexit_done
-    with _atexit_lock:
-        if not _atexit_done:
-            atexit.register(shutdown_all)
-            _atexit_done = True
+P = ParamSpec("P")
 
 
 class RobustPool:
@@ -89,8 +78,6 @@ class RobustPool:
         buffersize: int | None = None,
         close_timeout: float | None = 10.0,
     ) -> None:
-        self._state = _TERMINATE  # until fully built, so __del__ of a failed init is quiet
-        self._gen = _forks.generation
         config = PoolConfig.build(
             processes,
             initializer,
@@ -105,40 +92,14 @@ class RobustPool:
             close_timeout=close_timeout,
         )
         self._config = config
-        self._task_timeout = config.task_timeout
-        self._close_timeout = config.close_timeout
-        self._processes = config.processes
-        self._buffersize = config.buffersize
-        _register_atexit()
-        self._engine = Dispatcher(config)
-        self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
-        self._funcs: dict[bytes, FuncRef] = {}
-        self._state = _RUN
+        self._engine: Engine = ProcessEngine(config)
+        self._core = PoolCore(self._engine)
 
     # -- helpers --
 
-    def _check_running(self) -> None:
-        _forks.check(self._gen, "pool")
-        if self._state != _RUN:
-            raise ValueError("Pool not running")
-        if self._engine.finished and self._engine.broken is not None:
-            raise self._engine.broken
-
-    def _function(self, func: Callable[..., Any]) -> FuncRef:
-        """Pickle ``func`` for one call, reusing the id of an identical earlier pickle so
-        workers unpickle a function once, not once per ``apply_async``."""
-        ref = pickle_function(func)
-        known = self._funcs.get(ref.blob)
-        if known is not None:
-            return known
-        if len(self._funcs) >= _FUNC_MEMO:
-            del self._funcs[next(iter(self._funcs))]
-        self._funcs[ref.blob] = ref
-        return ref
-
     def _timeout(self, task_timeout: float | None) -> float:
         """A call's own task_timeout, or the pool's."""
-        return self._task_timeout if task_timeout is None else task_limit("task_timeout", task_timeout)
+        return self._config.task_timeout if task_timeout is None else task_limit("task_timeout", task_timeout)
 
     def _start(
         self,
@@ -151,26 +112,27 @@ class RobustPool:
         timeout: float,
         stream: bool = False,
     ) -> None:
+        engine = self._engine
         try:
-            ref = self._function(func)
+            ref = engine.function(func)
         except TaskSerializationError as exc:
             for k in range(len(items)):
                 job.fail(k, exc)
+            job.flush()
             return
-        # Tasks go to the dispatcher in batches of doubling size (1, 2, 4, ...): workers
-        # start on the first chunk while the rest are still being pickled, for a handful of
+        # Chunks go to the engine in batches of doubling size (1, 2, 4, ...): workers start
+        # on the first chunk while the rest are still being pickled, for a handful of
         # wake-ups whatever the number of chunks.
-        tasks: list[Task] = []
+        batch: list[Chunk] = []
         sent = 0
         for start in range(0, len(items), chunksize):
-            chunk = items[start : start + chunksize]
-            tasks += make_tasks(job, ref, mode, start, chunk, timeout, indexed, stream)
-            if len(tasks) > sent:
-                self._engine.submit(tasks)
-                sent += len(tasks)
-                tasks = []
-        if tasks:
-            self._engine.submit(tasks)
+            batch.append(Chunk(job, ref, mode, start, items[start : start + chunksize], timeout, indexed, stream))
+            if len(batch) > sent:
+                engine.submit(batch)
+                sent += len(batch)
+                batch = []
+        if batch:
+            engine.submit(batch)
 
     # -- apply --
 
@@ -199,25 +161,25 @@ class RobustPool:
 
         ``task_timeout`` overrides the pool's for this call (every ``*map*`` method takes it
         too; ``submit`` cannot, since its keyword arguments belong to ``fn``)."""
-        self._check_running()
+        self._core.check_running()
         check_callable(func)
         timeout = self._timeout(task_timeout)
-        result: AsyncResult[T] = AsyncResult(callback, error_callback)
-        self._start(result, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
-        return result
+        job = SingleJob(callback, error_callback)
+        self._start(job, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
+        return AsyncResult(job)
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``."""
-        self._check_running()
+        self._core.check_running()
         check_callable(fn, "fn")
-        future: Future[T] = Future()
-        self._start(FutureJob(future), fn, Mode.APPLY, [(args, kwargs)], 1, False, self._task_timeout)
+        future: Future[R] = Future()
+        self._start(FutureJob(future), fn, Mode.APPLY, [(args, kwargs)], 1, False, self._config.task_timeout)
         return future
 
     # -- map --
 
     def _default_chunksize(self, n: int) -> int:
-        chunksize, extra = divmod(n, self._processes * 4)
+        chunksize, extra = divmod(n, self._config.processes * 4)
         return max(1, chunksize + (1 if extra else 0))
 
     def _map_async(
@@ -228,10 +190,10 @@ class RobustPool:
         chunksize: int | None,
         callback: Callable[[list[Any]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
-        cleanup: Cleanup | None,
+        cleanup: Callable[[Any], object] | None,
         task_timeout: float | None,
     ) -> MapResult[Any]:
-        self._check_running()
+        self._core.check_running()
         check_callable(func)
         timeout = self._timeout(task_timeout)
         if cleanup is not None:
@@ -242,20 +204,20 @@ class RobustPool:
         exact = type(iterable) in (list, tuple, range)
         items: Sequence[Any] = cast(Sequence[Any], iterable) if exact else list(iterable)
         size = self._default_chunksize(len(items)) if chunksize is None else positive_int("chunksize", chunksize)
-        result: MapResult[Any] = MapResult(len(items), callback, error_callback, cleanup)
+        job = GatherJob(len(items), callback, error_callback, cleanup)
         if items:
             # With a cleanup, chunks reply item by item, so terminating mid-chunk still
             # hands back (and cleans) the items that finished.
-            self._start(result, func, mode, items, size, True, timeout, stream=cleanup is not None and size > 1)
-        return result
+            self._start(job, func, mode, items, size, True, timeout, stream=cleanup is not None and size > 1)
+        return MapResult(job)
 
     def map(
         self,
-        func: Callable[[Any], R],
-        iterable: Iterable[Any],
+        func: Callable[[S], R],
+        iterable: Iterable[S],
         chunksize: int | None = None,
         *,
-        cleanup: Cleanup | None = None,
+        cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
     ) -> list[R]:
         """Apply ``func`` to every item; returns the list of results in order."""
@@ -263,13 +225,13 @@ class RobustPool:
 
     def map_async(
         self,
-        func: Callable[[Any], R],
-        iterable: Iterable[Any],
+        func: Callable[[S], R],
+        iterable: Iterable[S],
         chunksize: int | None = None,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         *,
-        cleanup: Cleanup | None = None,
+        cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
     ) -> MapResult[R]:
         """Like ``map`` but returns a MapResult at once."""
@@ -281,7 +243,7 @@ class RobustPool:
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
         *,
-        cleanup: Cleanup | None = None,
+        cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
     ) -> list[R]:
         """Like ``map`` but each item is unpacked as the arguments: ``func(*item)``."""
@@ -295,7 +257,7 @@ class RobustPool:
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         *,
-        cleanup: Cleanup | None = None,
+        cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
     ) -> MapResult[R]:
         """Like ``starmap`` but returns a MapResult at once."""
@@ -309,11 +271,11 @@ class RobustPool:
         iterable: Iterable[Any],
         chunksize: int,
         ordered: bool,
-        cleanup: Cleanup | None,
+        cleanup: Callable[[Any], object] | None,
         buffersize: int | None,
         task_timeout: float | None,
     ) -> IMapIterator[Any]:
-        self._check_running()
+        self._core.check_running()
         check_callable(func)
         timeout = self._timeout(task_timeout)
         positive_int("chunksize", chunksize)
@@ -321,20 +283,21 @@ class RobustPool:
             check_callable(cleanup, "cleanup")
         if buffersize is not None:
             positive_int("buffersize", buffersize)
-        ref = self._function(func)
-        window = buffersize or self._buffersize
-        job = _IMapJob(self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, self._close_timeout, timeout)
+        ref = self._engine.function(func)
+        window = buffersize or self._config.buffersize
+        config = self._config
+        job = StreamJob(self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, config.close_timeout, timeout)
         it: IMapIterator[Any] = IMapIterator(job)
-        self._iterators.add(it)
+        self._core.track(it, job)
         return it
 
     def imap(
         self,
-        func: Callable[[Any], R],
-        iterable: Iterable[Any],
+        func: Callable[[S], R],
+        iterable: Iterable[S],
         chunksize: int = 1,
         *,
-        cleanup: Cleanup | None = None,
+        cleanup: Callable[[R], object] | None = None,
         buffersize: int | None = None,
         task_timeout: float | None = None,
     ) -> IMapIterator[R]:
@@ -343,11 +306,11 @@ class RobustPool:
 
     def imap_unordered(
         self,
-        func: Callable[[Any], R],
-        iterable: Iterable[Any],
+        func: Callable[[S], R],
+        iterable: Iterable[S],
         chunksize: int = 1,
         *,
-        cleanup: Cleanup | None = None,
+        cleanup: Callable[[R], object] | None = None,
         buffersize: int | None = None,
         task_timeout: float | None = None,
     ) -> IMapIterator[R]:
@@ -358,55 +321,24 @@ class RobustPool:
 
     def close(self) -> None:
         """Accept no new work; workers exit once everything submitted is done."""
-        _forks.check(self._gen, "pool")
-        if self._state == _RUN:
-            self._state = _CLOSE
-            self._engine.close()
+        self._core.close()
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the workers to exit after ``close()`` or ``terminate()``."""
-        _forks.check(self._gen, "pool")
-        if self._state == _RUN:
-            raise ValueError("Pool is still running")
-        if self._state == _CLOSE:
-            # Lazy iterators still owe their input: read it now, as the standard
-            # library's eager imap would have -- but only for iterators the caller can
-            # still reach. One dropped inside a reference cycle is collected (and closed)
-            # first, so a dropped endless input is never read forever.
-            gc.collect()
-            deadline = None if timeout is None else time.monotonic() + timeout
-            for it in list(self._iterators):
-                it._job._feed(everything=True, deadline=deadline)
-            if deadline is not None:
-                timeout = max(0.0, deadline - time.monotonic())
-        self._engine.join(timeout)
+        self._core.join(timeout)
 
     def terminate(self) -> None:
         """Stop now: kill the workers, fail outstanding results, clean what iterators hold."""
-        _forks.check(self._gen, "pool")
-        if self._state == _TERMINATE and self._engine.finished:
-            return
-        self._state = _TERMINATE
-        # Iterators close first, so results the dispatcher still reads from the workers'
-        # sockets while terminating go to their cleanup, not into a buffer nobody reads.
-        errors: list[Exception] = []
-        iterators = list(self._iterators)
-        for it in iterators:
-            it._job._hold_late()  # results drained while stopping are cleaned below, here
-            errors += it._job._close()
-        self._engine.terminate()
-        self._engine.join()
-        for it in iterators:
-            errors += it._job._release_late()
+        errors = self._core.terminate()
         if errors:
             raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
 
     def __enter__(self) -> RobustPool:
-        self._check_running()
+        self._core.check_running()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._gen != _forks.generation:
+        if self._core.gen != _forks.generation:
             return  # a forked child leaving the owner's with block: not its pool to stop
         if exc_type is None:
             self.close()
@@ -421,27 +353,29 @@ class RobustPool:
                 exc.add_note(f"robustpool: while terminating, {group}: {group.exceptions!r}")
 
     def __del__(self) -> None:
-        if getattr(self, "_gen", None) != _forks.generation:
-            return  # a copy in a forked child: the pool is its owner's business
-        if getattr(self, "_state", _TERMINATE) != _TERMINATE and not self._engine.finished:
+        core = getattr(self, "_core", None)
+        if core is None or core.gen != _forks.generation:
+            return  # never built, or a copy in a forked child: the pool is its owner's business
+        if core.state is not State.TERMINATED and not core.engine.finished:
             warnings.warn(f"unclosed running pool {self!r}", ResourceWarning, source=self, stacklevel=2)
-            self._state = _TERMINATE
-            self._engine.terminate()
+            core.abandon()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} state={self._state} processes={self._processes}>"
+        core = getattr(self, "_core", None)
+        state = core.state.value if core is not None else "terminated"
+        return f"<{type(self).__name__} state={state} processes={self._config.processes}>"
 
     # -- introspection --
 
     def stats(self) -> PoolStats:
         """A frozen snapshot: workers alive, items done/failed/retried/timed out, workers
         replaced and why, and per-worker task counts and RSS."""
-        _forks.check(self._gen, "pool")
+        self._core.check_owner()
         return self._engine.stats()
 
     @property
     def processes(self) -> int:
-        return self._processes
+        return self._config.processes
 
     def worker_pids(self) -> list[int]:
         """Pids of the workers alive right now (for tests and diagnostics)."""
@@ -449,8 +383,9 @@ class RobustPool:
 
     @property
     def supervisor_pid(self) -> int:
-        return self._engine.supervisor_pid
+        engine = self._engine
+        assert isinstance(engine, ProcessEngine)
+        return engine.supervisor_pid
 
 
-for _cls in (RobustPool,):
-    _cls.__module__ = "robustpool"  # as imported by users (see _errors)
+RobustPool.__module__ = "robustpool"  # as imported by users (see _errors)

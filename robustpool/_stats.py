@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import final
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class WorkerStats:
     """One live worker as last seen: its pid (None while starting), tasks it was given,
@@ -15,6 +17,7 @@ class WorkerStats:
     rss: int | None
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     """A snapshot of a pool, from ``RobustPool.stats()``. Counts are of items (a chunk of

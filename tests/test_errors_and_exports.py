@@ -39,6 +39,7 @@ EXPECTED_PUBLIC = {
 
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
+    assert isinstance(robustpool.__all__, tuple)
     assert set(robustpool.__all__) == EXPECTED_PUBLIC
     assert set(robustpool._WHERE) == EXPECTED_PUBLIC  # the lazy namespace serves every name
     for name in robustpool.__all__:

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from robustpool import IMapIterator, RobustPool, WorkerLostError
-from robustpool._results import _BYTES_AHEAD
+from robustpool._jobs._stream import _BYTES_AHEAD
 
 GET = 30.0  # bound for any result that should arrive promptly
 PIPELINE_N = 1000

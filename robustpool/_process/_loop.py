@@ -34,12 +34,13 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .. import _forks
 from .._config import PoolConfig
+from .._engine import Job
 from .._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -52,6 +53,7 @@ from .._errors import (
     describe_exitcode,
 )
 from .._stats import PoolStats, WorkerStats
+from .._tracebacks import detach_traceback
 from . import _serialize as ser
 from . import _supervisor
 from ._control import (
@@ -68,7 +70,7 @@ from ._control import (
     WorkerExited,
     WorkerStarted,
 )
-from ._tasks import Job, Task
+from ._tasks import Task
 from ._wire import (
     BUSY,
     FUNC_CACHE,
@@ -144,15 +146,12 @@ class _Worker:
     broken: str | None = None  # why we stopped reading it and asked for it to be killed
 
 
-class Wakeable(Protocol):
-    def wake(self) -> None: ...
+_live: weakref.WeakSet[Loop] = weakref.WeakSet()
 
 
-_live: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
-
-
-class Dispatcher:
-    """Runs a pool's workers; the facades (RobustPool, ...) talk only to this."""
+class Loop:
+    """The dispatcher thread and everything it owns (see the module docstring); the
+    thread-safe face other threads use is ``ProcessEngine`` (``_process._engine``)."""
 
     def __init__(self, settings: PoolConfig) -> None:
         self.settings = settings
@@ -179,7 +178,7 @@ class Dispatcher:
         self._item_s: dict[int, float] = {}
         self._task_s: dict[int, float] = {}
         self._watching = False
-        self._deferred: list[Wakeable] = []
+        self._touched: set[Job] = set()  # jobs reported to in this burst (see _flush_jobs)
         self._done = self._failed = self._retried = self._timed_out = 0
         self._exits: dict[str, int] = {}
         # Starting workers: the failures in a row, when the next attempt may be made, and
@@ -228,13 +227,18 @@ class Dispatcher:
             # Nobody will take them (the pool ended, or its dispatcher died): fail them
             # here. Each batch is popped by exactly one thread, so none fails twice.
             err = self._broken or PoolTerminatedError()
+            failed: set[Job] = set()
             while True:
                 try:
                     batch = self._incoming.popleft()
                 except IndexError:
                     break
                 for t in batch:
-                    self._fail_task(t, err)
+                    failed.add(t.job)
+                    for k in range(t.received, t.count):
+                        self._fail(t.job, t.start + k, err)
+            for job in failed:
+                job.flush()
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the dispatcher thread."""
@@ -244,26 +248,31 @@ class Dispatcher:
     def cancel(self, job: Job) -> None:
         self.call(lambda: self._drop_pending(job))
 
-    @property
-    def thread_id(self) -> int | None:
-        return self._thread.ident
+    def _flush_jobs(self) -> None:
+        """End of a burst: each job reported to since the last flush wakes its waiters."""
+        touched = self._touched
+        while touched:
+            touched.pop().flush()
 
-    def defer_wake(self, job: Wakeable) -> None:
-        """Called on the dispatcher thread: wake ``job``'s consumers at the end of this step."""
-        self._deferred.append(job)
+    def _deliver(self, job: Job, index: int, values: Sequence[Any]) -> None:
+        self._touched.add(job)
+        job.deliver(index, values)
 
-    def _wake_jobs(self) -> None:
-        deferred = self._deferred
-        while deferred:
-            deferred.pop().wake()
+    def _fail(self, job: Job, index: int, exc: BaseException) -> None:
+        self._touched.add(job)
+        job.fail(index, exc)
 
-    def batch_hint(self, ahead: int, func_id: int) -> int:
+    def _drop(self, job: Job, index: int, count: int) -> None:
+        self._touched.add(job)
+        job.drop(index, count)
+
+    def batch_size(self, func_id: int, ahead: int) -> int:
         """How many consecutive items of a chunksize-1 ``imap`` to send as one task.
 
         Items keep their own result, error, timeout and attribution inside a task, so the
         only effect is fewer frames: worth it when the function's items are tiny (about
         _BATCH_TARGET_S of work per task), never more than leaves every worker a share of
-        the window.
+        the window. Read from other threads: a stale estimate only sizes a batch.
         """
         ewma = self._item_s.get(func_id)
         if ewma is None:
@@ -271,11 +280,11 @@ class Dispatcher:
         share = max(1, ahead // (2 * self.settings.processes))
         return max(1, min(_MAX_BATCH, share, int(_BATCH_TARGET_S / max(ewma, 1e-7))))
 
-    def feeder_opened(self) -> None:
+    def hold(self) -> None:
         with self._feeders_lock:
             self._feeders += 1
 
-    def feeder_closed(self) -> None:
+    def release(self) -> None:
         with self._feeders_lock:
             if self._feeders <= 0:  # a job releasing twice: a bug, and it must not hide others
                 log.error("robustpool: internal error: a feeder was released twice")
@@ -427,7 +436,7 @@ class Dispatcher:
         self._take_inbox()
         self._reconcile()
         self._dispatch()
-        self._wake_jobs()
+        self._flush_jobs()
         if self._maybe_stop():
             return
         self._sleeping = True
@@ -437,7 +446,7 @@ class Dispatcher:
             if self._finished.is_set():
                 return  # _finish() closed the sockets these events are about
             key.data(mask)
-        self._wake_jobs()
+        self._flush_jobs()
 
     def _sleep_for(self) -> float | None:
         """How long the loop may sleep: until a message, or the next thing it must check
@@ -517,8 +526,8 @@ class Dispatcher:
             if len(w.inflight) >= self._depth(pending[0]):
                 break
             t = pending.popleft()
-            if t.job.cancelled:
-                t.job.drop(t.start, t.count)
+            if not t.job.claim():
+                self._drop(t.job, t.start, t.count)
                 continue
             self._assign(t, w)
             touched.add(w)
@@ -532,7 +541,7 @@ class Dispatcher:
     def _assign(self, t: Task, w: _Worker) -> None:
         fid = t.func.func_id
         if fid not in w.funcs:
-            self._queue_frame(w, Kind.FUNC, t.func.blob, FUNC_HEAD.pack(fid), write=False)
+            self._queue_frame(w, Kind.FUNC, t.blob, FUNC_HEAD.pack(fid), write=False)
             w.funcs[fid] = None
             if len(w.funcs) > FUNC_CACHE:
                 del w.funcs[next(iter(w.funcs))]
@@ -689,7 +698,7 @@ class Dispatcher:
             raise ProtocolError(f"an ITEMS result that is not {count} entries")
         self._took(w, t, first, count, spent)
         if status == Status.OK:
-            job.deliver(t.start + first, decoded)
+            self._deliver(job, t.start + first, decoded)
             self._done += count
         elif status == Status.ITEMS:
             self._deliver_items(t, first, *decoded)
@@ -697,7 +706,7 @@ class Dispatcher:
             _describe_serialization_error(decoded, t, first)
             self._failed += count
             for k in range(first, first + count):
-                job.fail(t.start + k, decoded)
+                self._fail(job, t.start + k, decoded)
 
     def _took(self, w: _Worker, t: Task, first: int, count: int, spent: float) -> None:
         """Items ``first .. first+count-1`` of ``t`` (the worker's oldest task) arrived."""
@@ -712,7 +721,7 @@ class Dispatcher:
         """Outcomes sent item by item: deliver runs of values at once, fail items alone."""
         job = t.job
         if not kinds.strip(b"\0"):  # Entry.VALUE only: builtin scalars, as they are
-            job.deliver(t.start + first, data)
+            self._deliver(job, t.start + first, data)
             self._done += len(data)
             return
         run: list[Any] = []
@@ -732,7 +741,7 @@ class Dispatcher:
                 run.append(value)
                 continue
             if run:
-                job.deliver(t.start + run_start, run)
+                self._deliver(job, t.start + run_start, run)
                 self._done += len(run)
                 run = []
             if error is not None:
@@ -744,18 +753,18 @@ class Dispatcher:
             except BaseException as exc:
                 err = TaskSerializationError.of(SerializationPhase.LOAD_RESULT, exc, t.index(k), t.describe(k))
             _describe_serialization_error(err, t, k)
-            job.fail(t.start + k, err)
+            self._fail(job, t.start + k, err)
         if run:
-            job.deliver(t.start + run_start, run)
+            self._deliver(job, t.start + run_start, run)
             self._done += len(run)
 
     def _fail_unpickled_item(self, t: Task, k: int, exc: BaseException) -> None:
         # Raised here, in the dispatcher thread: its frames would keep this thread's
         # locals (payloads, tasks) alive for as long as the user keeps the error.
-        ser.detach_traceback(exc, "Traceback of the unpickling error, in the owner")
+        detach_traceback(exc, "Traceback of the unpickling error, in the owner")
         err = TaskSerializationError.of(SerializationPhase.LOAD_RESULT, exc, t.index(k), t.describe(k))
         self._failed += 1
-        t.job.fail(t.start + k, err)
+        self._fail(t.job, t.start + k, err)
 
     def _retire(self, w: _Worker) -> None:
         if not w.quitting:
@@ -871,7 +880,7 @@ class Dispatcher:
             self._timed_out += 1
             self._failed += 1
             log.warning("robustpool: %s ran past task_timeout (%.2f s); its worker %s was killed", t.describe(k), elapsed, pid)
-            t.job.fail(t.start + k, TaskTimeoutError(t.timeout, elapsed, t.index(k), t.describe(k), pid))
+            self._fail(t.job, t.start + k, TaskTimeoutError(t.timeout, elapsed, t.index(k), t.describe(k), pid))
         elif len(t.attempts) <= self.settings.retries and not self._stopping:
             retry = t.sub(k, k + 1)
             for nt in retry:
@@ -885,7 +894,7 @@ class Dispatcher:
             err = WorkerLostError(
                 pid, msg.exitcode, t.index(k), t.describe(k), phase_words, tuple(t.attempts), msg.last_rss, reason
             )
-            t.job.fail(t.start + k, err)
+            self._fail(t.job, t.start + k, err)
         return again
 
     def _on_memory_high(self, msg: MemoryHigh) -> None:
@@ -990,7 +999,7 @@ class Dispatcher:
 
     def _fail_task(self, t: Task, err: BaseException) -> None:
         for k in range(t.received, t.count):
-            t.job.fail(t.start + k, err)
+            self._fail(t.job, t.start + k, err)
 
     def _fail_queued(self, err: BaseException) -> None:
         while self._pending:
@@ -1009,7 +1018,7 @@ class Dispatcher:
         keep: deque[Task] = deque()
         for t in self._pending:
             if t.job is job:
-                job.drop(t.start, t.count)
+                self._drop(job, t.start, t.count)
             else:
                 keep.append(t)
         self._pending = keep
@@ -1083,7 +1092,7 @@ class Dispatcher:
 
     def _finish(self) -> None:
         self._fail_everything(self._broken or PoolTerminatedError())
-        self._wake_jobs()
+        self._flush_jobs()
         self._close_sockets()
         _live.discard(self)
         _forks.unregister(self)
@@ -1197,7 +1206,7 @@ def _describe_serialization_error(exc: BaseException, t: Task, k: int) -> None:
         exc.describe(t.index(k), t.describe(k))
 
 
-def shutdown_all(dispatchers: Iterable[Dispatcher] = ()) -> None:
+def shutdown_all(dispatchers: Iterable[Loop] = ()) -> None:
     """Terminate every live pool (at interpreter exit); bounded."""
     live = list(dispatchers) or list(_live)
     for d in live:

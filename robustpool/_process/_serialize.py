@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import io
-import os
 import pickle
 import traceback
 import types
@@ -30,10 +29,10 @@ import cloudpickle
 from tblib import pickling_support
 
 from .._errors import RemoteTaskError, safe_str
+from .._tracebacks import exception_chain
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN_MARKER = b"__main__"
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # robustpool/
 
 loads = pickle.loads
 
@@ -140,25 +139,11 @@ _CLOUD_TABLE: MutableMapping[Any, Callable[..., Any]] = (
 )
 
 
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    seen: dict[int, BaseException] = {}
-    todo = [exc]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen[id(e)] = e
-        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
-        if isinstance(e, BaseExceptionGroup):
-            todo.extend(e.exceptions)
-    return list(seen.values())
-
-
 def _reducers_for(exc: BaseException) -> dict[Any, Callable[..., Any]]:
     """A private dispatch table carrying tracebacks and chains, without touching copyreg."""
     table: dict[Any, Callable[..., Any]] = dict(copyreg.dispatch_table)
     table[types.TracebackType] = pickling_support.pickle_traceback
-    for e in _exception_chain(exc):
+    for e in exception_chain(exc):
         table[type(e)] = _reduce_exception
     return table
 
@@ -224,7 +209,7 @@ _KEEP_CHAIN = 32  # causes and contexts kept, for the same reason
 
 def _truncate(exc: BaseException) -> None:
     """Shorten deep tracebacks and long exception chains in place, saying so in a note."""
-    for depth, e in enumerate(_exception_chain(exc)):
+    for depth, e in enumerate(exception_chain(exc)):
         if depth >= _KEEP_CHAIN:
             e.__cause__ = e.__context__ = None
         frames: list[types.TracebackType] = []
@@ -270,30 +255,6 @@ def decode_exception(data: bytes | bytearray) -> BaseException:
         if isinstance(exc, BaseException):
             return exc
     return RemoteTaskError(type_name, message, text)
-
-
-def detach_traceback(exc: BaseException, heading: str) -> None:
-    """Keep the tracebacks of ``exc`` and its chain as text notes, and drop their frames.
-
-    For errors raised in the owner and stored for later (an imap input's error, an item that
-    cannot be pickled). A traceback holds its frames and each frame its caller (``f_back``)
-    with the caller's locals, so a stored traceback keeps the whole calling stack alive: the
-    user's frame holding an imap iterator, and so the iterator, which must be collectable
-    once dropped. Leading frames of this package are left out of the text.
-    """
-    for e in _exception_chain(exc):
-        tb = e.__traceback__
-        if tb is None:
-            continue
-        e.__traceback__ = None
-        while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            tb = tb.tb_next
-        if tb is None:
-            continue
-        text = "".join(traceback.format_tb(tb)).rstrip()
-        traceback.clear_frames(tb)
-        with contextlib.suppress(Exception):
-            e.add_note(f"{heading}:\n{text}")
 
 
 def strip_first_frame(exc: BaseException) -> None:

@@ -1,0 +1,113 @@
+"""PoolCore: the lifecycle every facade shares, over one engine.
+
+A facade (``RobustPool`` now; the executor, thread pool and scopes next) keeps its API and
+delegates to the core what is the same for all of them: the pool's state (running, closed,
+terminated), the registry of live ``imap`` streams, and the choreography of closing, joining
+and terminating with streams still open:
+
+* ``join`` after ``close`` first reads what the live streams still owe of their input (as
+  the standard library's eager ``imap`` would have), then waits for the engine;
+* ``terminate`` closes the streams first, holding results that arrive while the engine
+  stops, then terminates the engine, waits, and cleans what arrived; it returns the cleanup
+  errors and the facade decides how to raise them.
+
+Only the facade's threads call it; the state is a plain attribute written under its lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+import threading
+import time
+import weakref
+
+from . import _forks
+from ._engine import Engine
+from ._jobs._stream import StreamJob
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    CLOSED = "closed"
+    TERMINATED = "terminated"
+
+
+class PoolCore:
+    """Lifecycle state + live streams + engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.gen = _forks.generation
+        self._lock = threading.Lock()
+        self.state = State.RUNNING
+        # Streams whose iterator a user can still reach (the iterator is the key: once it
+        # is dropped, the stream is closed and forgotten here).
+        self._streams: weakref.WeakKeyDictionary[object, StreamJob] = weakref.WeakKeyDictionary()
+
+    def check_owner(self) -> None:
+        _forks.check(self.gen, "pool")
+
+    def check_running(self) -> None:
+        """Raise unless new work may be submitted."""
+        _forks.check(self.gen, "pool")
+        if self.state is not State.RUNNING:
+            raise ValueError("Pool not running")
+        broken = self.engine.broken
+        if broken is not None and self.engine.finished:
+            raise broken
+
+    def track(self, iterator: object, job: StreamJob) -> None:
+        self._streams[iterator] = job
+
+    def close(self) -> None:
+        self.check_owner()
+        with self._lock:
+            if self.state is not State.RUNNING:
+                return
+            self.state = State.CLOSED
+        self.engine.close()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the engine to stop after ``close()`` or ``terminate()``."""
+        self.check_owner()
+        if self.state is State.RUNNING:
+            raise ValueError("Pool is still running")
+        if self.state is State.CLOSED:
+            # Lazy streams still owe their input: read it now -- but only for iterators the
+            # caller can still reach. One dropped inside a reference cycle is collected
+            # (and closed) first, so a dropped endless input is never read forever.
+            gc.collect()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for job in list(self._streams.values()):
+                job.feed(everything=True, deadline=deadline)
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+        return self.engine.join(timeout)
+
+    def terminate(self) -> list[Exception]:
+        """Stop now; returns the cleanup errors (already logged), for the facade to raise."""
+        self.check_owner()
+        with self._lock:
+            if self.state is State.TERMINATED and self.engine.finished:
+                return []
+            self.state = State.TERMINATED
+        # Streams close first, so results the engine still reads from the workers while it
+        # stops go to their cleanup, not into a buffer nobody reads.
+        errors: list[Exception] = []
+        streams = list(self._streams.values())
+        for job in streams:
+            job.hold_late()  # results drained while stopping are cleaned below, here
+            errors += job.close_now()
+        self.engine.terminate()
+        self.engine.join()
+        for job in streams:
+            errors += job.release_late()
+        return errors
+
+    def abandon(self) -> None:
+        """The facade was collected while running: stop without waiting (no cleanup)."""
+        if self.gen != _forks.generation or self.state is State.TERMINATED or self.engine.finished:
+            return
+        self.state = State.TERMINATED
+        self.engine.terminate()

@@ -1,0 +1,79 @@
+"""Jobs of n items gathered into one list: ``map_async`` / ``starmap_async``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, final
+
+from . import Cleanup, run_cleanups
+from ._single import AsyncResult, Outcome
+
+T = TypeVar("T")
+
+
+class GatherJob(Outcome):
+    """A list once every item is done.
+
+    As in the standard library it waits for every item even after a failure and then
+    raises the first error that arrived; with ``cleanup``, every successful value is passed
+    to it before the error is raised, since the caller will never see them.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        callback: Callable[[list[Any]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        cleanup: Cleanup | None = None,
+    ) -> None:
+        super().__init__(callback, error_callback)
+        self._lock = threading.Lock()
+        self._values: list[Any] = [None] * length
+        self._remaining = length
+        self._failed: set[int] = set()
+        self._error: BaseException | None = None
+        self._cleanup = cleanup
+        if length == 0:
+            self._set(True, [])
+
+    def deliver(self, index: int, values: Sequence[Any]) -> None:
+        with self._lock:
+            self._values[index : index + len(values)] = values
+            self._remaining -= len(values)
+            done = self._remaining == 0
+        if done:
+            self._finish()
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        with self._lock:
+            if index in self._failed:
+                return
+            self._failed.add(index)
+            if self._error is None:
+                self._error = exc
+            self._remaining -= 1
+            done = self._remaining == 0
+        if done:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._error is None:
+            self._set(True, self._values)
+            return
+        if self._cleanup is not None:
+            errors = run_cleanups(self._cleanup, (v for i, v in enumerate(self._values) if i not in self._failed))
+            if errors:
+                self._error.add_note(f"robustpool: {len(errors)} cleanup call(s) also failed; see the log")
+        self._values = []
+        self._set(False, self._error)
+
+
+@final
+class MapResult(AsyncResult[list[T]]):
+    """The result of ``map_async`` / ``starmap_async``: the list of results, in order,
+    once every item is done; ``get`` raises the first error (after the cleanup of the
+    values nobody will see). Made by the pool, not by users."""
+
+
+MapResult.__module__ = "robustpool"  # as imported by users (see _errors)

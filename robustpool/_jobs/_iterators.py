@@ -1,0 +1,69 @@
+"""The iterator users get from ``imap`` / ``imap_unordered``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Generic, TypeVar, final
+
+from .. import _forks
+from ._stream import StreamJob
+
+T = TypeVar("T")
+
+
+@final
+class IMapIterator(Generic[T]):
+    """The iterator returned by ``imap``/``imap_unordered``.
+
+    Input is read lazily, in the consumer's thread, keeping at most ``buffersize`` chunks
+    ahead of the consumer. An item's error is raised at that item's position (``imap``) or
+    when it arrives (``imap_unordered``) and iteration can continue afterwards;
+    ``next(timeout)`` raises ``multiprocessing.TimeoutError``.
+
+    Closing (``close()``, leaving ``with``, garbage collection, terminating the pool) keeps
+    the cleanup promise: every computed result the consumer never received is passed to
+    ``cleanup`` exactly once, in the owner; tasks not yet started are cancelled.
+    """
+
+    def __init__(self, job: StreamJob) -> None:
+        self._job = job
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        # `self` is dropped first: an item's exception keeps this frame in its traceback,
+        # and a caller that stores the exception must not keep the iterator alive by it.
+        job = self._job
+        del self
+        return job.next()  # type: ignore[no-any-return]
+
+    def next(self, timeout: float | None = None) -> T:
+        """Return the next result, raising an item's exception at its position."""
+        job = self._job
+        del self
+        return job.next(timeout)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Cancel unstarted tasks and clean every computed result never handed out.
+
+        Waits up to the pool's ``close_timeout`` for tasks already running; results that
+        arrive later are cleaned on arrival. Raises an ExceptionGroup if cleanups failed,
+        after running all of them.
+        """
+        self._job.close()
+
+    def __enter__(self) -> IMapIterator[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._job.close()
+
+    def __del__(self) -> None:
+        job = getattr(self, "_job", None)
+        if job is not None and not job.closed and job.gen == _forks.generation:
+            with contextlib.suppress(BaseException):
+                job.close_now()
+
+
+IMapIterator.__module__ = "robustpool"  # as imported by users (see _errors)

@@ -1,0 +1,140 @@
+"""ProcessEngine: the ``Engine`` of supervised worker processes (see ``robustpool._engine``).
+
+The thread-safe face of the process engine. It does what must happen on the caller's
+thread (pickling a call's function and items, so a pickling error is that call's error) and
+hands the rest to the dispatcher thread (``_loop.Loop``), which owns every worker, socket
+and queue. Data flow of one chunk::
+
+    caller --Chunk--> ProcessEngine.submit --pickle (make_tasks)--> Loop.submit --> workers
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._calls import function_name
+from .._config import PoolConfig
+from .._engine import Capability, Chunk, FuncRef, Job
+from .._stats import PoolStats
+from ._loop import Loop, shutdown_all
+from ._tasks import Task, make_tasks, pickle_function
+
+_FUNC_MEMO = 256  # functions remembered by their pickle, so equal ones share a handle
+_atexit_lock = threading.Lock()
+_atexit_done = False
+
+
+def _register_atexit() -> None:
+    """Terminate every live pool at interpreter exit (once per process, bounded)."""
+    global _atexit_done
+    with _atexit_lock:
+        if not _atexit_done:
+            atexit.register(shutdown_all)
+            _atexit_done = True
+
+
+class ProcessEngine:
+    """Runs chunks in supervised worker processes: every capability of ``_engine``."""
+
+    capabilities = Capability.KILL_ON_TIMEOUT | Capability.MEMORY_LIMIT | Capability.RECYCLE | Capability.PIDS
+
+    def __init__(self, config: PoolConfig) -> None:
+        self._config = config
+        # Guarded by _lock: the function memo (by pickle) and each handle's pickle.
+        self._lock = threading.Lock()
+        self._by_blob: dict[bytes, FuncRef] = {}
+        self._blobs: dict[int, bytes] = {}
+        _register_atexit()
+        self._loop = Loop(config)
+
+    @property
+    def capacity(self) -> int:
+        return self._config.processes
+
+    @property
+    def broken(self) -> BaseException | None:
+        return self._loop.broken
+
+    @property
+    def finished(self) -> bool:
+        return self._loop.finished
+
+    @property
+    def supervisor_pid(self) -> int:
+        return self._loop.supervisor_pid
+
+    def function(self, fn: Callable[..., Any]) -> FuncRef:
+        """Pickle ``fn`` (raising TaskSerializationError if it cannot be), reusing the
+        handle of an identical earlier pickle so a worker unpickles a function once, not
+        once per ``apply_async``."""
+        blob = pickle_function(fn)
+        with self._lock:
+            ref = self._by_blob.get(blob)
+            if ref is None:
+                if len(self._by_blob) >= _FUNC_MEMO:
+                    old = self._by_blob.pop(next(iter(self._by_blob)))
+                    self._blobs.pop(old.func_id, None)
+                ref = FuncRef(FuncRef.new_id(), function_name(fn), fn)
+                self._by_blob[blob] = ref
+                self._blobs[ref.func_id] = blob
+        return ref
+
+    def _blob(self, func: FuncRef) -> bytes:
+        with self._lock:
+            blob = self._blobs.get(func.func_id)
+        return blob if blob is not None else pickle_function(func.fn)  # forgotten since: again
+
+    def submit(self, chunks: Sequence[Chunk]) -> int:
+        tasks: list[Task] = []
+        for chunk in chunks:
+            tasks += make_tasks(chunk, self._blob(chunk.func))
+        # Items that could not be pickled failed on their jobs here, on the caller's thread.
+        for job in {chunk.job for chunk in chunks}:
+            job.flush()
+        if tasks:
+            self._loop.submit(tasks)
+        return sum(len(t.payload) for t in tasks)
+
+    def cancel(self, job: Job) -> None:
+        self._loop.cancel(job)
+
+    def batch_size(self, func: FuncRef, ahead: int) -> int:
+        return self._loop.batch_size(func.func_id, ahead)
+
+    def hold(self) -> _Hold:
+        return _Hold(self._loop)
+
+    def close(self) -> None:
+        self._loop.close()
+
+    def terminate(self) -> None:
+        self._loop.terminate()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._loop.join(timeout)
+
+    def stats(self) -> PoolStats:
+        return self._loop.stats()
+
+    def pids(self) -> list[int]:
+        return self._loop.pids()
+
+
+class _Hold:
+    """A job that will submit more chunks later; released once, from any thread."""
+
+    __slots__ = ("_lock", "_loop")
+
+    def __init__(self, loop: Loop) -> None:
+        self._lock = threading.Lock()
+        self._loop: Loop | None = loop
+        loop.hold()
+
+    def release(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.release()
