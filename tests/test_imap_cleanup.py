@@ -530,14 +530,25 @@ def _check_case(pool: RobustPool, case: Case) -> None:
                 it.next(timeout=1.0)
             del it
 
-        names = os.listdir(marker_dir)
-        killers = {int(name.split("-")[1]) for name in names if name.startswith("killer-")}
-        runs = [tuple(int(p) for p in name.split("-")[1:]) for name in names if name.startswith("ran-")]
+        def reached() -> tuple[set[int], set[int]]:
+            names = os.listdir(marker_dir)
+            killers = {int(name.split("-")[1]) for name in names if name.startswith("killer-")}
+            runs = [tuple(int(p) for p in name.split("-")[1:]) for name in names if name.startswith("ran-")]
+            return {x for x, pid in runs if pid not in killers}, {x for x, _pid in runs}
+
         # A run in a worker that lived on reached the owner (close() waits for running
         # tasks). A run in the worker that was SIGKILLed later may have reached it (result
         # flushed before the kill) or not (lost and run again, or cancelled by close()).
-        surely_reached = {x for x, pid in runs if pid not in killers}
-        maybe_reached = {x for x, _pid in runs}
+        surely_reached, maybe_reached = reached()
+        if case.via_gc:
+            # Collection closes without waiting: a task that was running then has left its
+            # marker but its result is still on its way, to be cleaned when it arrives.
+            deadline = time.monotonic() + 10.0
+            while not surely_reached <= {x for kind, x in handed_or_raised if kind == "ok"} | set(cleaned):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+                surely_reached, maybe_reached = reached()
         successful = set(range(case.n)) - case.fails - {case.kill}
         pulled_ok = successful & set(range(pulled[0]))
         handed = [x for kind, x in handed_or_raised if kind == "ok"]

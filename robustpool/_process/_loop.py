@@ -35,7 +35,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _forks
@@ -47,15 +46,14 @@ from .._errors import (
     RobustPoolError,
     SerializationPhase,
     TaskSerializationError,
-    TaskTimeoutError,
-    WorkerLostError,
     WorkerStartError,
     describe_exitcode,
 )
 from .._stats import PoolStats, WorkerStats
-from .._tracebacks import detach_traceback
+from . import _decode as decode
 from . import _serialize as ser
 from . import _supervisor
+from ._attribution import Outcome, SlotReading, owes_items, read_slot, settle
 from ._control import (
     TERM_GRACE,
     TIMEOUT,
@@ -70,44 +68,25 @@ from ._control import (
     WorkerExited,
     WorkerStarted,
 )
+from ._schedule import Estimates
 from ._tasks import Task
 from ._wire import (
     BUSY,
     FUNC_CACHE,
     FUNC_HEAD,
     ITEM_DEADLINE,
-    PHASE_WORDS,
     RESULT_HEAD,
-    SLOT_ERRNO,
-    SLOT_FAULT,
-    SLOT_ITEM,
-    SLOT_PHASE,
-    SLOT_STARTED,
-    SLOT_TASK,
     STREAM,
     TASK_HEAD,
-    TO_OWNER,
-    Entry,
-    Fault,
-    Framer,
-    FrameReader,
     Kind,
     Phase,
     ProtocolError,
     Status,
-    map_slot,
-    new_slot_fd,
 )
+from ._workers import WorkerHandle, WorkerState, open_worker
 
 log = logging.getLogger("robustpool")
 
-_SOCKET_BUFFER = 4 << 20
-_BATCH_TARGET_S = 0.0002  # imap(chunksize=1) batches tiny items up to this much work
-_MAX_BATCH = 32
-_MAX_DEPTH = 64  # most tasks queued on one worker
-_TARGET_QUEUE_S = 0.002  # keep about this much work queued per worker, for tiny tasks
-_PREFETCH_BELOW_S = 0.01  # tasks shorter than this always have a 2nd one queued behind them
-_ESTIMATES = 256  # functions whose timings are remembered
 _WATCH_INTERVAL = 0.02  # how often the supervisor checks deadlines, once any task has one
 _INIT_FAILURES = 3  # consecutive initializer failures that break the pool
 _QUIT_GRACE = 2.0  # how long idle workers get to quit by themselves on close
@@ -123,29 +102,6 @@ _PROTOCOL_REASON = (
 )
 
 
-@dataclass(eq=False)
-class _Worker:
-    key: int
-    sock: socket.socket
-    slot_view: memoryview
-    slot_map: Any
-    pid: int | None = None
-    ready: bool = False
-    accepting: bool = True
-    quitting: bool = False
-    eof: bool = False
-    init_error: str | None = None
-    assigned: int = 0
-    rss: int | None = None
-    inflight: deque[Task] = field(default_factory=deque)
-    funcs: dict[int, None] = field(default_factory=dict)
-    out: deque[memoryview] = field(default_factory=deque)
-    reader: FrameReader = field(default_factory=lambda: FrameReader(TO_OWNER))
-    framer: Framer = field(default_factory=Framer)
-    writing: bool = False
-    broken: str | None = None  # why we stopped reading it and asked for it to be killed
-
-
 _live: weakref.WeakSet[Loop] = weakref.WeakSet()
 
 
@@ -159,7 +115,7 @@ class Loop:
         self._inbox: deque[Callable[[], None]] = deque()
         self._incoming: deque[list[Task]] = deque()
         self._pending: deque[Task] = deque()
-        self._workers: dict[int, _Worker] = {}
+        self._workers: dict[int, WorkerHandle] = {}
         self._keys = itertools.count(1)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -174,9 +130,7 @@ class Loop:
         self._init_failures = 0
         self._feeders = 0
         self._feeders_lock = threading.Lock()
-        # Per function id: smoothed seconds per item, and per task (what one frame costs).
-        self._item_s: dict[int, float] = {}
-        self._task_s: dict[int, float] = {}
+        self._estimates = Estimates()  # per function: how long its items take
         self._watching = False
         self._touched: set[Job] = set()  # jobs reported to in this burst (see _flush_jobs)
         self._done = self._failed = self._retried = self._timed_out = 0
@@ -267,18 +221,7 @@ class Loop:
         job.drop(index, count)
 
     def batch_size(self, func_id: int, ahead: int) -> int:
-        """How many consecutive items of a chunksize-1 ``imap`` to send as one task.
-
-        Items keep their own result, error, timeout and attribution inside a task, so the
-        only effect is fewer frames: worth it when the function's items are tiny (about
-        _BATCH_TARGET_S of work per task), never more than leaves every worker a share of
-        the window. Read from other threads: a stale estimate only sizes a batch.
-        """
-        ewma = self._item_s.get(func_id)
-        if ewma is None:
-            return 1
-        share = max(1, ahead // (2 * self.settings.processes))
-        return max(1, min(_MAX_BATCH, share, int(_BATCH_TARGET_S / max(ewma, 1e-7))))
+        return self._estimates.batch_size(func_id, ahead, self.settings.processes)
 
     def hold(self) -> None:
         with self._feeders_lock:
@@ -362,41 +305,19 @@ class Loop:
     def _spawn(self) -> bool:
         """Ask the supervisor for one worker; False (and the failure counted) if we cannot."""
         key = next(self._keys)
+
+        def ask(sock_fd: int, slot_fd: int) -> None:
+            self._supervisor.channel.send(SpawnWorker(key), fds=(sock_fd, slot_fd))
+
         try:
-            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            w = open_worker(key, ask)
         except OSError as exc:
-            self._spawn_failed(f"cannot create the worker's socket: {exc}")
-            return False
-        try:
-            for end in (mine, theirs):
-                # Room for a whole large frame: fewer wake-ups per megabyte (the kernel caps
-                # the request at its own limit, so this never fails).
-                with contextlib.suppress(OSError):
-                    end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
-                    end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
-            slot_fd = new_slot_fd()
-            try:
-                slot_map, view = map_slot(slot_fd)
-                try:
-                    self._supervisor.channel.send(SpawnWorker(key), fds=(theirs.fileno(), slot_fd))
-                except BaseException:
-                    view.release()
-                    slot_map.close()
-                    raise
-            finally:
-                os.close(slot_fd)
-        except OSError as exc:
-            mine.close()
             # The supervisor may be gone (then _on_control notices and starts a new one) or
             # out of room; either way this is one failed start, retried after a backoff.
-            self._spawn_failed(f"cannot ask the supervisor for a worker: {exc}")
+            self._spawn_failed(f"cannot start a worker: {exc}")
             return False
-        finally:
-            theirs.close()
-        mine.setblocking(False)
-        w = _Worker(key, mine, view, slot_map)
         self._workers[key] = w
-        self._selector.register(mine, selectors.EVENT_READ, functools.partial(self._on_worker, w))
+        self._selector.register(w.sock, selectors.EVENT_READ, functools.partial(self._on_worker, w))
         self._queue_frame(w, Kind.INIT, self._init_blob)
         return True
 
@@ -478,52 +399,18 @@ class Loop:
 
     # -- dispatching --
 
-    def _depth(self, t: Task) -> int:
-        """How many tasks like ``t`` to keep on one worker (the running one included).
-
-        The running task plus about _TARGET_QUEUE_S of work behind it, so tiny tasks hide
-        the round trip; and at least one task behind the running one while tasks take
-        under _PREFETCH_BELOW_S, so a worker never idles for a round trip between two
-        short tasks (on a machine whose cores the workers keep busy, the owner's turn to
-        send the next task can take longer than the task). Slow tasks go one at a time,
-        so a cancelled job has at most one task of under _PREFETCH_BELOW_S committed per
-        worker beyond the running ones. Until a function's timing is known, a job that can
-        be cancelled (imap, futures) sends one task at a time; one that cannot (map_async,
-        apply_async) keeps a second queued.
-        """
-        est = self._task_s.get(t.func.func_id)
-        if est is None:
-            return 1 if t.job.cancellable else 2
-        if est >= _PREFETCH_BELOW_S:
-            return 1
-        return max(2, min(_MAX_DEPTH, 1 + int(_TARGET_QUEUE_S / max(est, 1e-7))))
-
-    def _learn(self, t: Task, spent: float, count: int) -> None:
-        """Fold a result's timing into its function's estimates."""
-        fid = t.func.func_id
-        per_item = spent / max(count, 1)
-        old = self._item_s.get(fid)
-        if old is None:
-            if len(self._item_s) >= _ESTIMATES:
-                self._item_s.clear()
-                self._task_s.clear()
-            self._item_s[fid] = per_item
-            self._task_s[fid] = per_item * t.count
-            return
-        self._item_s[fid] = 0.8 * old + 0.2 * per_item
-        self._task_s[fid] = 0.8 * self._task_s[fid] + 0.2 * per_item * t.count
-
     def _dispatch(self) -> None:
         if not self._pending:
             return
         open_workers = [w for w in self._workers.values() if w.accepting and not w.eof]
         if not open_workers:
             return
-        touched: set[_Worker] = set()
+        touched: set[WorkerHandle] = set()
         pending = self._pending
         while pending:
             w = min(open_workers, key=lambda w: len(w.inflight))
-            if len(w.inflight) >= self._depth(pending[0]):
+            head = pending[0]
+            if len(w.inflight) >= self._estimates.depth(head.func.func_id, head.job.cancellable):
                 break
             t = pending.popleft()
             if not t.job.claim():
@@ -538,7 +425,7 @@ class Loop:
         for w in touched:
             self._write(w)
 
-    def _assign(self, t: Task, w: _Worker) -> None:
+    def _assign(self, t: Task, w: WorkerHandle) -> None:
         fid = t.func.func_id
         if fid not in w.funcs:
             self._queue_frame(w, Kind.FUNC, t.blob, FUNC_HEAD.pack(fid), write=False)
@@ -559,7 +446,7 @@ class Loop:
         if limit is not None and w.assigned >= limit:
             # Recycle: no more tasks for this one, and its replacement starts now so queued
             # work is not delayed by the swap.
-            w.accepting = False
+            w.state = WorkerState.DRAINING
             self._recount = True
             self._count_exit("recycled (maxtasksperchild)")
             log.debug("robustpool: worker %s did %s tasks; recycling it", w.pid, w.assigned)
@@ -570,12 +457,12 @@ class Loop:
         with contextlib.suppress(OSError):
             self._supervisor.channel.send(Watch(_WATCH_INTERVAL, self.settings.memory_limit))
 
-    def _queue_frame(self, w: _Worker, kind: Kind, payload: bytes = b"", head: bytes = b"", write: bool = True) -> None:
+    def _queue_frame(self, w: WorkerHandle, kind: Kind, payload: bytes = b"", head: bytes = b"", write: bool = True) -> None:
         w.out.append(memoryview(w.framer.frame(kind, payload, head)))
         if write:
             self._write(w)
 
-    def _write(self, w: _Worker) -> None:
+    def _write(self, w: WorkerHandle) -> None:
         if w.eof:
             w.out.clear()
             return
@@ -605,13 +492,13 @@ class Loop:
 
     # -- worker sockets --
 
-    def _on_worker(self, w: _Worker, mask: int) -> None:
+    def _on_worker(self, w: WorkerHandle, mask: int) -> None:
         if mask & selectors.EVENT_READ:
             self._read(w)
         if mask & selectors.EVENT_WRITE and not w.eof:
             self._write(w)
 
-    def _read(self, w: _Worker, drain: bool = False) -> None:
+    def _read(self, w: WorkerHandle, drain: bool = False) -> None:
         while not w.eof:
             try:
                 alive = w.reader.fill(w.sock)
@@ -634,7 +521,7 @@ class Loop:
             if not drain:
                 return
 
-    def _on_protocol_error(self, w: _Worker, why: str) -> None:
+    def _on_protocol_error(self, w: WorkerHandle, why: str) -> None:
         """The worker's bytes are not frames: stop reading it and have it killed. Its task
         is settled when the exit is reported, with the reason in its WorkerLostError."""
         if w.broken is not None:
@@ -644,7 +531,7 @@ class Loop:
         self._on_worker_eof(w)
         self._kill(w, signal.SIGKILL, w.broken)
 
-    def _on_worker_eof(self, w: _Worker) -> None:
+    def _on_worker_eof(self, w: WorkerHandle) -> None:
         # The worker closed its end: it exited or is exiting. What happened to its tasks
         # is decided when the supervisor reports the exit status (WorkerExited).
         if not w.eof:
@@ -653,7 +540,7 @@ class Loop:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(w.sock)
 
-    def _on_frame(self, w: _Worker, kind: int, payload: bytes | bytearray) -> None:
+    def _on_frame(self, w: WorkerHandle, kind: int, payload: bytes | bytearray) -> None:
         if kind == Kind.RESULT:
             self._on_result(w, payload)
         elif kind == Kind.READY:
@@ -666,7 +553,7 @@ class Loop:
                 raise ProtocolError(f"an INIT_FAILED frame that does not decode: {err!r}") from err
             w.init_error = ser.format_exception(exc)
 
-    def _on_result(self, w: _Worker, payload: bytes | bytearray) -> None:
+    def _on_result(self, w: WorkerHandle, payload: bytes | bytearray) -> None:
         """A RESULT frame: check it against the task it must be for, then deliver or fail
         its items. Anything that does not fit is a ProtocolError (the worker is killed)."""
         task_id, status, spent, first, count = RESULT_HEAD.unpack_from(payload)
@@ -682,93 +569,31 @@ class Loop:
         if count < 1 or first + count > t.count:
             raise ProtocolError(f"a result for items {first}..{first + count - 1} of a {t.count}-item task")
         body = memoryview(payload)[RESULT_HEAD.size :]
-        job = t.job
         try:
-            decoded: Any = ser.loads(body) if status != Status.FAILED else ser.decode_exception(bytes(body))
+            decoded = decode.load(status, body, count)
+        except ProtocolError:
+            raise
         except BaseException as exc:
-            # Only a one-item result, or a result of builtin data (say, out of memory), gets
-            # here: the worker pickles any other multi-item result item by item.
             self._took(w, t, first, count, spent)
-            for k in range(first, first + count):
-                self._fail_unpickled_item(t, k, exc)
+            self._failed += decode.report_unloadable(t, first, count, exc, self._fail)
             return
-        if status == Status.OK and not (isinstance(decoded, list) and len(decoded) == count):
-            raise ProtocolError(f"an OK result that is not a list of {count} values")
-        if status == Status.ITEMS and not _well_formed_items(decoded, count):
-            raise ProtocolError(f"an ITEMS result that is not {count} entries")
         self._took(w, t, first, count, spent)
-        if status == Status.OK:
-            self._deliver(job, t.start + first, decoded)
-            self._done += count
-        elif status == Status.ITEMS:
-            self._deliver_items(t, first, *decoded)
-        else:
-            _describe_serialization_error(decoded, t, first)
-            self._failed += count
-            for k in range(first, first + count):
-                self._fail(job, t.start + k, decoded)
+        done, failed = decode.report(t, first, count, status, decoded, self._deliver, self._fail)
+        self._done += done
+        self._failed += failed
 
-    def _took(self, w: _Worker, t: Task, first: int, count: int, spent: float) -> None:
+    def _took(self, w: WorkerHandle, t: Task, first: int, count: int, spent: float) -> None:
         """Items ``first .. first+count-1`` of ``t`` (the worker's oldest task) arrived."""
         t.received = first + count
         if t.received >= t.count:
             w.inflight.popleft()
             if not w.inflight and not w.accepting:
                 self._retire(w)
-        self._learn(t, spent, count)
+        self._estimates.learn(t.func.func_id, spent, count, t.count)
 
-    def _deliver_items(self, t: Task, first: int, kinds: bytes, data: list[Any]) -> None:
-        """Outcomes sent item by item: deliver runs of values at once, fail items alone."""
-        job = t.job
-        if not kinds.strip(b"\0"):  # Entry.VALUE only: builtin scalars, as they are
-            self._deliver(job, t.start + first, data)
-            self._done += len(data)
-            return
-        run: list[Any] = []
-        run_start = first
-        for k, kind, blob in zip(itertools.count(first), kinds, data, strict=False):
-            error: BaseException | None = None
-            if kind == Entry.VALUE:
-                value = blob
-            elif kind == Entry.PICKLED:
-                try:
-                    value = ser.loads(blob)
-                except BaseException as exc:
-                    error = exc
-            if kind != Entry.ERROR and error is None:
-                if not run:
-                    run_start = k
-                run.append(value)
-                continue
-            if run:
-                self._deliver(job, t.start + run_start, run)
-                self._done += len(run)
-                run = []
-            if error is not None:
-                self._fail_unpickled_item(t, k, error)
-                continue
-            self._failed += 1
-            try:
-                err = ser.decode_exception(blob)
-            except BaseException as exc:
-                err = TaskSerializationError.of(SerializationPhase.LOAD_RESULT, exc, t.index(k), t.describe(k))
-            _describe_serialization_error(err, t, k)
-            self._fail(job, t.start + k, err)
-        if run:
-            self._deliver(job, t.start + run_start, run)
-            self._done += len(run)
-
-    def _fail_unpickled_item(self, t: Task, k: int, exc: BaseException) -> None:
-        # Raised here, in the dispatcher thread: its frames would keep this thread's
-        # locals (payloads, tasks) alive for as long as the user keeps the error.
-        detach_traceback(exc, "Traceback of the unpickling error, in the owner")
-        err = TaskSerializationError.of(SerializationPhase.LOAD_RESULT, exc, t.index(k), t.describe(k))
-        self._failed += 1
-        self._fail(t.job, t.start + k, err)
-
-    def _retire(self, w: _Worker) -> None:
-        if not w.quitting:
-            w.quitting = True
+    def _retire(self, w: WorkerHandle) -> None:
+        if w.state is not WorkerState.QUITTING:
+            w.state = WorkerState.QUITTING
             self._queue_frame(w, Kind.QUIT)
 
     # -- supervisor events --
@@ -820,9 +645,9 @@ class Loop:
             self._on_worker_eof(w)
         w.sock.close()
         w.pid = msg.pid
-        slot = _read_slot(w)
+        slot = read_slot(w.slot_view, w.inflight, w.pid)
         reason = msg.reason or w.broken or slot.fault_reason()
-        expected = (w.quitting and msg.exitcode == 0) or self._stopping
+        expected = (w.state is WorkerState.QUITTING and msg.exitcode == 0) or self._stopping
         if not expected:
             self._count_exit(msg.reason if msg.reason == TIMEOUT else describe_exitcode(msg.exitcode))
             # A death during a task is reported to that task's caller too; one while idle
@@ -842,60 +667,28 @@ class Loop:
                 requeue += t.rest()
         w.inflight.clear()
         self._pending.extendleft(reversed(requeue))
-        w.slot_view.release()
-        w.slot_map.close()
+        w.release_slot()
         if not self._stopping and (w.init_error is not None or (slot.phase == Phase.INIT and not w.ready)):
             self._on_init_failure(w, msg)
 
-    def _blame(self, t: Task, msg: WorkerExited, slot: _SlotReading, reason: str | None) -> list[Task]:
-        """Settle the task a worker died in; returns the tasks to run again.
-
-        The death counts as an attempt of the culprit item. When the worker died over the
-        whole of a multi-item task (unpickling it, pickling or sending its results), the
-        culprit is unknown: each item not yet delivered runs again alone, carrying the
-        attempt, so only the guilty one can kill again and it fails after ``retries + 1``
-        deaths like any other.
-        """
-        pid = msg.pid
-        t.attempts.append((pid, msg.exitcode))
-        phase = slot.phase
-        per_item = phase == Phase.RUNNING or (phase == Phase.DUMPING and t.stream)
-        if not per_item:
-            if t.count - t.received > 1:
-                return t.split(range(t.received, t.count))
-            k = t.received
-        else:
-            k = min(max(slot.item, 0), t.count - 1)
-            if k < t.received:
-                # A stream task between items: item k's outcome had arrived, so the death
-                # is nobody's doing here (an outside kill); run the rest again.
-                t.attempts.pop()
-                return t.rest()
-        # Items before k finished, but their results died with the worker: run them again.
-        again = t.sub(t.received, k) + t.sub(k + 1, t.count)
-        for nt in again:
-            nt.attempts = []
-        if msg.reason == TIMEOUT and msg.task_id == t.task_id:
-            elapsed = (time.monotonic_ns() - slot.started) / 1e9
-            self._timed_out += 1
-            self._failed += 1
-            log.warning("robustpool: %s ran past task_timeout (%.2f s); its worker %s was killed", t.describe(k), elapsed, pid)
-            self._fail(t.job, t.start + k, TaskTimeoutError(t.timeout, elapsed, t.index(k), t.describe(k), pid))
-        elif len(t.attempts) <= self.settings.retries and not self._stopping:
-            retry = t.sub(k, k + 1)
-            for nt in retry:
-                nt.attempts = list(t.attempts)
+    def _blame(self, t: Task, msg: WorkerExited, slot: SlotReading, reason: str | None) -> list[Task]:
+        """Settle the task a worker died in (see ``_attribution.settle``); returns the
+        tasks to run again."""
+        verdict = settle(t, msg, slot, reason, self.settings.retries, self._stopping)
+        k, pid = verdict.item, msg.pid
+        if verdict.outcome is Outcome.RETRY:
             log.warning("robustpool: retrying %s after worker %s died (%s)", t.describe(k), pid, describe_exitcode(msg.exitcode))
-            again = retry + again
             self._retried += 1
-        else:
+        elif verdict.error is not None:
+            if verdict.outcome is Outcome.TIMED_OUT:
+                self._timed_out += 1
+                elapsed = getattr(verdict.error, "elapsed", 0.0)
+                log.warning(
+                    "robustpool: %s ran past task_timeout (%.2f s); its worker %s was killed", t.describe(k), elapsed, pid
+                )
             self._failed += 1
-            phase_words = PHASE_WORDS.get(phase, "running")
-            err = WorkerLostError(
-                pid, msg.exitcode, t.index(k), t.describe(k), phase_words, tuple(t.attempts), msg.last_rss, reason
-            )
-            self._fail(t.job, t.start + k, err)
-        return again
+            self._fail(t.job, t.start + k, verdict.error)
+        return verdict.again
 
     def _on_memory_high(self, msg: MemoryHigh) -> None:
         w = self._workers.get(msg.key)
@@ -908,7 +701,7 @@ class Loop:
             msg.rss / 2**20,
             limit / 2**20,
         )
-        w.accepting = False
+        w.state = WorkerState.DRAINING
         self._recount = True
         self._count_exit("recycled (memory_limit)")
         self._reconcile()  # its replacement starts now, so queued work is not delayed
@@ -933,7 +726,7 @@ class Loop:
             workers,
         )
 
-    def _on_init_failure(self, w: _Worker, msg: WorkerExited) -> None:
+    def _on_init_failure(self, w: WorkerHandle, msg: WorkerExited) -> None:
         self._init_failures += 1
         text = w.init_error or f"the worker died from {describe_exitcode(msg.exitcode)} while running the initializer\n"
         log.error("robustpool: the initializer failed in worker %s:\n%s", msg.pid, text)
@@ -951,8 +744,7 @@ class Loop:
             self._on_worker_eof(w)
             w.sock.close()
             self._pending.extendleft(reversed([r for t in w.inflight for r in t.rest()]))
-            w.slot_view.release()
-            w.slot_map.close()
+            w.release_slot()
         self._spawn_failed(msg.error)
 
     def _on_supervisor_gone(self) -> None:
@@ -985,7 +777,7 @@ class Loop:
         self._spawn_failures, self._spawn_retry_at, self._recount = 0, 0.0, True
         self._reconcile()
 
-    def _kill(self, w: _Worker, sig: int, reason: str | None) -> None:
+    def _kill(self, w: WorkerHandle, sig: int, reason: str | None) -> None:
         with contextlib.suppress(OSError):
             self._supervisor.channel.send(KillWorker(w.key, sig, reason))
 
@@ -1060,7 +852,8 @@ class Loop:
         """
         if self._stopping:
             return
-        if time.monotonic() < self._terminate_until and any(_owes_items(w) for w in self._workers.values()):
+        waiting = time.monotonic() < self._terminate_until
+        if waiting and any(not w.eof and owes_items(w.slot_view, w.inflight) for w in self._workers.values()):
             return
         self._begin_stop(TERM_GRACE, polite=False)
 
@@ -1112,9 +905,7 @@ class Loop:
         for w in list(self._workers.values()):
             with contextlib.suppress(OSError):
                 w.sock.close()
-            with contextlib.suppress(BufferError, ValueError):
-                w.slot_view.release()
-                w.slot_map.close()
+            w.release_slot()
         self._workers.clear()
         with contextlib.suppress(OSError):
             self._supervisor.channel.sock.close()
@@ -1122,88 +913,6 @@ class Loop:
             self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
-
-
-def _owes_items(w: _Worker) -> bool:
-    """True while a live worker's stream task has finished items whose results have not
-    arrived yet (its slot is past them)."""
-    if w.eof or not w.inflight:
-        return False
-    view = w.slot_view
-    phase, task_id, item = view[SLOT_PHASE], view[SLOT_TASK], view[SLOT_ITEM]
-    for t in w.inflight:
-        if t.task_id == task_id and t.stream:
-            done = t.count if phase == Phase.REPLYING else item if phase in (Phase.RUNNING, Phase.DUMPING) else 0
-            return done > t.received
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class _SlotReading:
-    """What a dead worker's progress slot says (see ``_wire``)."""
-
-    task_id: int
-    phase: Phase
-    item: int
-    started: int
-    fault: Fault = Fault.NONE
-    errno: int = 0
-
-    def fault_reason(self) -> str | None:
-        """Why the worker's own loop gave up, in words, if it said so."""
-        err = f" ({os.strerror(self.errno)})" if self.errno else ""
-        if self.fault == Fault.SEND:
-            return f"it could not send to the owner{err}: did the task close or replace file descriptors it inherited?"
-        if self.fault == Fault.RECEIVE:
-            return f"it could not read from the owner{err}: did the task close or replace file descriptors it inherited?"
-        if self.fault == Fault.PROTOCOL:
-            return "it received bytes that are not robustpool frames: did the task read from file descriptors it inherited?"
-        if self.fault == Fault.LOOP:
-            return "robustpool's worker loop failed; its traceback is on the worker's stderr"
-        return None
-
-
-def _read_slot(w: _Worker) -> _SlotReading:
-    """What a dead worker was doing, from its slot.
-
-    A task the worker finished but whose result did not arrive is reported as REPLYING
-    even if the worker got as far as marking itself idle. Garbage (something in the worker
-    scribbled over shared memory) must not take the dispatcher down: then the oldest task
-    queued on the worker, the only one that can have been running, is taken as the
-    culprit, in an unknown item.
-    """
-    view = w.slot_view
-    task_id, raw, item, started = view[SLOT_TASK], view[SLOT_PHASE], view[SLOT_ITEM], view[SLOT_STARTED]
-    raw_fault, errno = view[SLOT_FAULT], view[SLOT_ERRNO]
-    fault = Fault(raw_fault) if raw_fault in Fault._value2member_map_ else Fault.LOOP
-    known = {t.task_id: t for t in w.inflight}
-    if raw in (Phase.IDLE, Phase.REPLYING) and task_id not in known:
-        # Its last task's result arrived (the worker may not have marked itself idle yet).
-        return _SlotReading(task_id, Phase.IDLE, item, started, fault, errno)
-    if raw == Phase.INIT:
-        return _SlotReading(task_id, Phase.INIT, item, started, fault, errno)  # nothing was running
-    if raw == Phase.IDLE:
-        raw = Phase.REPLYING
-    if raw in Phase._value2member_map_ and task_id in known and 0 <= item < known[task_id].count:
-        return _SlotReading(task_id, Phase(raw), item, started, fault, errno)
-    if not w.inflight:
-        return _SlotReading(0, Phase.IDLE, 0, started, fault, errno)
-    log.error("robustpool: worker %s left an unreadable progress slot; blaming its oldest task", w.pid)
-    return _SlotReading(w.inflight[0].task_id, Phase.LOADING, 0, time.monotonic_ns(), fault, errno)
-
-
-def _well_formed_items(decoded: object, count: int) -> bool:
-    if not (isinstance(decoded, tuple) and len(decoded) == 2):
-        return False
-    kinds, data = decoded
-    if not (isinstance(kinds, bytes) and isinstance(data, list) and len(kinds) == len(data) == count):
-        return False
-    return not kinds.translate(None, bytes(Entry))  # every kind is an Entry
-
-
-def _describe_serialization_error(exc: BaseException, t: Task, k: int) -> None:
-    if isinstance(exc, TaskSerializationError) and exc.task is None:
-        exc.describe(t.index(k), t.describe(k))
 
 
 def shutdown_all(dispatchers: Iterable[Loop] = ()) -> None:
