@@ -172,7 +172,7 @@ class PebbleHandle(PoolHandle):
     def __init__(self, workers: int) -> None:
         import pebble
 
-        self._pool = pebble.ProcessPool(max_workers=workers)
+        self._pool: Any = pebble.ProcessPool(max_workers=workers)  # Any: pebble is optional and partly untyped
 
     def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
         return list(self._pool.map(func, items, chunksize=chunksize or 1).result())
@@ -194,7 +194,7 @@ class PebbleHandle(PoolHandle):
 
 class MpireHandle(PoolHandle):
     def __init__(self, workers: int) -> None:
-        import mpire
+        import mpire.pool
 
         with contextlib.suppress(ImportError):
             import tqdm.std
@@ -202,7 +202,7 @@ class MpireHandle(PoolHandle):
             # mpire makes tqdm objects even without a progress bar, and tqdm's monitor thread
             # outlives the pool (so robustpool, built later in the same owner, could not fork).
             tqdm.std.tqdm.monitor_interval = 0
-        self._pool = mpire.WorkerPool(n_jobs=workers, keep_alive=True)
+        self._pool: Any = mpire.pool.WorkerPool(n_jobs=workers, keep_alive=True)  # Any: mpire is optional
 
     def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
         return list(self._pool.map(func, items, chunk_size=chunksize))

@@ -1098,7 +1098,7 @@ def _assert_round_trip(err: BaseException, *types: type[BaseException], phase: s
     back = pickle.loads(pickle.dumps(err))
     for t in types:
         assert isinstance(back, t), f"{type(back).__mro__} lost {t.__name__} in a pickle round trip"
-    assert back.phase == phase  # type: ignore[attr-defined]
+    assert back.phase == phase
 
 
 def test_an_unpicklable_argument_error_is_also_a_type_error() -> None:
@@ -1113,7 +1113,7 @@ def test_an_unpicklable_argument_error_is_also_a_type_error() -> None:
 def test_map_unpicklable_raises_the_reducers_error() -> None:
     """CPython's test_map_unplicklable: the argument's __reduce__ raises RuntimeError."""
     with RobustPool(2) as pool:
-        got = _outcome(pool.map_async(_square, [_RefusesToPickle()] * 10), 20)
+        got = _outcome(pool.map_async(_square, [_RefusesToPickle()] * 10), 20)  # type: ignore[arg-type]  # on purpose
     assert isinstance(got, RuntimeError), f"{type(got).__mro__}: {got}"
     assert isinstance(got, TaskSerializationError) and got.phase == TASK_OWNER
     _assert_round_trip(got, TaskSerializationError, RuntimeError, phase=TASK_OWNER)

@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import psutil
 import pytest
@@ -40,6 +40,8 @@ from hypothesis import strategies as st
 
 from robustpool import IMapIterator, RobustPool, WorkerLostError
 from robustpool._jobs._stream import _BYTES_AHEAD
+
+_T = TypeVar("_T")
 
 GET = 30.0  # bound for any result that should arrive promptly
 PIPELINE_N = 1000
@@ -149,7 +151,7 @@ def _started(marker_dir: Path) -> set[int]:
     return {int(name.split("-")[1]) for name in os.listdir(marker_dir) if name.startswith("started-")}
 
 
-def _counting(counter: list[int], source: Iterable[int]) -> Iterator[int]:
+def _counting(counter: list[int], source: Iterable[_T]) -> Iterator[_T]:
     """Yield from ``source``, counting in ``counter[0]`` how many items were pulled."""
     for x in source:
         counter[0] += 1

@@ -24,8 +24,8 @@ def test_sigkill_in_imap_fails_only_that_item(start_method: str) -> None:
         for _ in range(12):
             try:
                 got.append(next(it))
-            except WorkerLostError as err:
-                got.append(err)
+            except WorkerLostError as exc:
+                got.append(exc)
         with pytest.raises(StopIteration):
             next(it)
         assert pool.apply(_square_or_die, (3,)) == 9
