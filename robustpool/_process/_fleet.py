@@ -25,7 +25,7 @@ from .._errors import (
     WorkerStartError,
     describe_exitcode,
 )
-from . import _supervisor
+from . import _launch
 from ._attribution import Outcome, SlotReading, read_slot, settle
 from ._control import (
     TIMEOUT,
@@ -61,12 +61,12 @@ _SPAWN_BUDGET = 8  # failures in a row, with no worker alive, that break the poo
 class Fleet(WorkerIO):
     """The supervisor and the workers' lives (see the module docstring)."""
 
-    def _start_supervisor(self) -> _supervisor.SupervisorProcess:
+    def _start_supervisor(self) -> _launch.SupervisorProcess:
         method = self.settings.start_method
         if method is None:
-            fork_ok = hasattr(os, "fork") and _supervisor.owner_is_single_threaded()
+            fork_ok = hasattr(os, "fork") and _launch.owner_is_single_threaded()
             method = "fork" if fork_ok else "spawn"
-        proc = _supervisor.start(method)
+        proc = _launch.start(method)
         proc.channel.sock.settimeout(10.0)
         self._selector.register(proc.channel.sock, selectors.EVENT_READ, self._on_control)
         return proc

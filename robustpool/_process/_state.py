@@ -38,8 +38,8 @@ from .._errors import (
     SerializationPhase,
     TaskSerializationError,
 )
+from . import _launch
 from . import _serialize as ser
-from . import _supervisor
 from ._control import (
     KillWorker,
 )
@@ -90,7 +90,7 @@ class LoopState:
         self._recount = True  # the worker count may be short of `processes` (see _reconcile)
         self._terminate_until = 0.0  # terminate waits until then for results workers owe
         self._owner_pid = os.getpid()
-        self._supervisor: _supervisor.SupervisorProcess  # set by Loop, which starts it
+        self._supervisor: _launch.SupervisorProcess  # set by Loop, which starts it
         self._thread: threading.Thread  # the dispatcher thread, set by Loop
 
     def _flush_jobs(self) -> None:

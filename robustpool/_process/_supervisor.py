@@ -16,9 +16,7 @@ threads the owner runs. Data flow::
   ``PR_SET_PDEATHSIG`` (Linux) so they die with the supervisor if it is killed.
 * It enforces per-task deadlines published in the workers' progress slots.
 
-It is started either by ``os.fork`` of the owner (fast; only when the owner has a single
-thread) or as a fresh interpreter (safe whenever the owner already runs threads), which gets
-the owner's ``sys.path`` and working directory, like the standard library's spawn.
+How the owner starts it (forked, or as a fresh interpreter) is in ``_launch``.
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -64,70 +61,6 @@ _SAMPLE_LIMITED = 0.1  # ... and with one
 _HARD_FACTOR = 2  # a worker this many times over memory_limit is killed at once
 
 
-# --- starting a supervisor (runs in the owner) ------------------------------------------
-
-
-@dataclass
-class SupervisorProcess:
-    """The owner's handle on its supervisor."""
-
-    pid: int
-    channel: Channel
-    method: str
-    popen: subprocess.Popen[bytes] | None = None
-
-    exitcode: int | None = None
-
-    def poll(self) -> int | None:
-        """The exit code once the supervisor has exited and been reaped, else None."""
-        if self.exitcode is not None:
-            return self.exitcode
-        if self.popen is not None:
-            self.exitcode = self.popen.poll()
-            return self.exitcode
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return None  # not ours to reap (or reaped elsewhere): status unknown
-        if pid:
-            self.exitcode = os.waitstatus_to_exitcode(status)
-        return self.exitcode
-
-    def wait(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        while (code := self.poll()) is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        return code
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-
-def owner_is_single_threaded() -> bool:
-    """True when forking the owner is safe: no other thread, Python's or native."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        import threading
-
-        return threading.active_count() == 1
-
-
-def start(method: str) -> SupervisorProcess:
-    if method == "fork":
-        _preload()
-    owner_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        proc = _start_forked(owner_end, sup_end) if method == "fork" else _start_fresh(owner_end, sup_end)
-    except BaseException:
-        owner_end.close()
-        raise
-    finally:
-        sup_end.close()
-    return proc
-
-
 def flush_std_streams() -> None:
     """Flush stdout and stderr before a fork, as the standard library does: text the
     parent printed but had not flushed would otherwise be printed again by every child
@@ -136,26 +69,6 @@ def flush_std_streams() -> None:
         with contextlib.suppress(Exception):
             if stream is not None:
                 stream.flush()
-
-
-def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
-    fd = sup_end.fileno()
-    flush_std_streams()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the forked supervisor
-        code = 70
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the owner decides what Ctrl-C means
-            # Objects inherited from the owner must never be finalized here: a stale socket
-            # object closing "its" fd number would close one of ours.
-            gc.freeze()
-            os.closerange(3, fd)
-            os.closerange(fd + 1, _max_fd())
-            _faulthandler_to_stderr()
-            code = serve(fd)
-        finally:
-            os._exit(code)
-    return SupervisorProcess(pid, Channel(owner_end), "fork")
 
 
 def _faulthandler_to_stderr() -> None:
@@ -177,34 +90,6 @@ def _max_fd() -> int:
         return max(256, min(os.sysconf("SC_OPEN_MAX"), 1 << 20))
     except (ValueError, OSError):
         return 4096
-
-
-# A fresh supervisor runs with -P: nothing from the working directory (or a script's
-# directory) is importable while it boots, so a planted json.py cannot run in it. Its own
-# imports resolve against the interpreter's default path, with robustpool's own location
-# appended last (for a package that is importable only through the owner's path); the
-# owner's sys.path is installed only once the supervisor has imported what it needs.
-_BOOT = (
-    "import sys; sys.path.append(sys.argv[2]); "
-    "from robustpool._process._supervisor import main; sys.exit(main(int(sys.argv[1]), sys.argv[3]))"
-)
-
-
-def _start_fresh(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
-    fd = sup_end.fileno()
-    home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-    args = [sys.executable, *flags, "-P", "-c", _BOOT, str(fd), home, json.dumps(sys.path)]
-    # Its own process group: a Ctrl-C at the terminal reaches the owner, which decides what
-    # it means, and not a supervisor that may still be booting.
-    popen = subprocess.Popen(args, pass_fds=[fd], cwd=os.getcwd(), stdin=subprocess.DEVNULL, process_group=0)
-    proc = SupervisorProcess(popen.pid, Channel(owner_end), "spawn", popen)
-    # Manager proxies unpickled in workers authenticate with the process's authkey; a fresh
-    # interpreter has a random one (a forked supervisor inherits the owner's).
-    import multiprocessing
-
-    proc.channel.send(Prepare(bytes(multiprocessing.current_process().authkey)))
-    return proc
 
 
 def _preload() -> None:
