@@ -23,8 +23,22 @@ import time
 import weakref
 
 from . import _forks
-from ._engine import Engine
+from ._config import PoolConfig
+from ._engine import Capability, Engine
 from ._jobs._stream import StreamJob
+
+
+def refuse_unsupported(config: PoolConfig, capabilities: Capability, engine: str) -> None:
+    """Raise ValueError, at the call, for a parameter the engine cannot enforce (a thread
+    cannot be killed on timeout): silently ignoring it would be a broken promise."""
+    needs = (
+        ("task_timeout", config.task_timeout > 0, Capability.KILL_ON_TIMEOUT),
+        ("memory_limit", config.memory_limit is not None, Capability.MEMORY_LIMIT),
+        ("maxtasksperchild", config.maxtasksperchild is not None, Capability.RECYCLE),
+    )
+    for name, asked, needed in needs:
+        if asked and not capabilities & needed:
+            raise ValueError(f"{name} needs workers that are processes; {engine} cannot enforce it (use RobustPool)")
 
 
 class State(enum.Enum):

@@ -26,8 +26,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 from . import _forks
 from ._calls import Mode
 from ._config import PoolConfig, check_callable, positive_int, task_limit
-from ._core import PoolCore, State
-from ._engine import Chunk, Engine, Job
+from ._core import PoolCore, State, refuse_unsupported
+from ._engine import Capability, Chunk, Engine, Job
 from ._errors import TaskSerializationError
 from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
@@ -92,6 +92,7 @@ class RobustPool:
             close_timeout=close_timeout,
         )
         self._config = config
+        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
         self._engine: Engine = ProcessEngine(config)
         self._core = PoolCore(self._engine)
 
@@ -99,7 +100,12 @@ class RobustPool:
 
     def _timeout(self, task_timeout: float | None) -> float:
         """A call's own task_timeout, or the pool's."""
-        return self._config.task_timeout if task_timeout is None else task_limit("task_timeout", task_timeout)
+        if task_timeout is None:
+            return self._config.task_timeout
+        limit = task_limit("task_timeout", task_timeout)
+        if limit and not self._engine.capabilities & Capability.KILL_ON_TIMEOUT:
+            raise ValueError("task_timeout needs workers that are processes; this pool's engine cannot enforce it")
+        return limit
 
     def _start(
         self,

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from robustpool._config import PoolConfig
+from robustpool._core import refuse_unsupported
+from robustpool._engine import Capability
 
 WRONG_TYPE = [
     ("processes", "4"),
@@ -89,3 +91,17 @@ def test_a_context_picks_the_supervisors_start() -> None:
     assert PoolConfig.build(1, context=multiprocessing.get_context("spawn")).start_method == "spawn"
     with pytest.raises(ValueError, match="contradicts"):
         PoolConfig.build(1, context=multiprocessing.get_context("spawn"), start_method="fork")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "needed"),
+    [("task_timeout", 1.0, Capability.KILL_ON_TIMEOUT), ("memory_limit", "1G", Capability.MEMORY_LIMIT),
+     ("maxtasksperchild", 3, Capability.RECYCLE)],
+)  # fmt: skip
+def test_a_parameter_the_engine_cannot_enforce_is_refused(name: str, value: object, needed: Capability) -> None:
+    config = _build(name, value)
+    everything = Capability.KILL_ON_TIMEOUT | Capability.MEMORY_LIMIT | Capability.RECYCLE | Capability.PIDS
+    refuse_unsupported(config, everything, "an engine")  # all there: nothing to refuse
+    with pytest.raises(ValueError, match=name):
+        refuse_unsupported(config, everything & ~needed, "a thread engine")
+    refuse_unsupported(PoolConfig.build(1), Capability.NONE, "a thread engine")  # nothing asked
