@@ -55,6 +55,7 @@ def test_never_more_than_buffersize_chunks_beyond_the_consumers_chunk(buffersize
     assert consume(it, engine, src, 37) == [2 * i for i in range(37)]
     for pulled, received in src.log:
         assert pulled <= chunksize * math.ceil(received / chunksize) + buffersize * chunksize, (pulled, received)
+    assert buffersize * chunksize <= src.max_ahead() <= buffersize * chunksize + chunksize - 1
     assert all(len(c.items) == chunksize for c in engine.chunks)
     assert engine.batch_calls == [] or chunksize == 1
     it.close()
