@@ -1,0 +1,1 @@
+"""Process-free tests of the jobs, their result objects and PoolCore, over an in-memory engine."""

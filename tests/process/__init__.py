@@ -1,0 +1,1 @@
+"""Process-free tests of the process engine's pure parts: attribution and scheduling."""
