@@ -70,6 +70,7 @@ class StreamJob:
         # Bytes the engine holds per item (rises at once, decays slowly) and the fewest items
         # to keep ahead whatever their size: two chunks per worker.
         self._item_bytes = 0.0
+        self._sized = False  # a first chunk was submitted alone, to learn the items' size
         self._min_ahead = 2 * engine.capacity * chunksize
         self._ordered = ordered
         self._cleanup = cleanup
@@ -79,7 +80,8 @@ class StreamJob:
         self._by_index: dict[int, tuple[bool, Any]] = {}
         self._arrived: deque[tuple[bool, Any]] = deque()
         self._yielded = 0  # items handed to the consumer
-        self._fed = 0  # items submitted (plus the input error's slot)
+        self._fed = 0  # items read into chunks (plus the input error's slot)
+        self._unsent = 0  # of those, items in chunks the feeder has not submitted yet
         self._accounted = 0  # items whose outcome arrived or that were dropped
         self._length: int | None = None  # items in all, once the input ended
         self.closed = False
@@ -143,7 +145,8 @@ class StreamJob:
                     self._input, error = None, exc
                 if items:
                     chunks.append(self._chunk(items))
-                    if self._item_bytes <= 0.0:
+                    if not self._sized:
+                        self._sized = True
                         self._submit(chunks)  # the first chunk alone: learn the items' size
                 if error is not None:
                     with self._cond:
@@ -162,9 +165,10 @@ class StreamJob:
             self._submit(chunks)
 
     def _chunk(self, items: list[Any]) -> Chunk:
-        start = self._fed
         with self._cond:
+            start = self._fed
             self._fed += len(items)
+            self._unsent += len(items)
         # Items the pool batched are separate tasks to the user: each replies alone and has
         # the whole timeout. A user's chunk replies item by item when results must be
         # cleaned: then a stop mid-chunk loses no finished item.
@@ -176,6 +180,15 @@ class StreamJob:
         if not chunks:
             return
         count = sum(len(c.items) for c in chunks)
+        with self._cond:
+            self._unsent -= count
+            if self.closed:
+                # Closed while we read: these never reach the engine (close() did not
+                # wait for them either). They count as dropped.
+                self._accounted += count
+                self._cond.notify_all()
+                chunks.clear()
+                return
         held = self._engine.submit(chunks)
         chunks.clear()
         if held:
@@ -284,7 +297,9 @@ class StreamJob:
                     if self._late:
                         continue
                     remaining = deadline - time.monotonic()
-                    if self._accounted >= self._fed or self._engine.finished or remaining <= 0:
+                    # Chunks a blocked feeder built but has not submitted will never run
+                    # (it drops them when it resumes): nothing to wait for there.
+                    if self._accounted + self._unsent >= self._fed or self._engine.finished or remaining <= 0:
                         # From here on, late arrivals are cleaned by the engine's thread.
                         self._closer_waiting = False
                         break

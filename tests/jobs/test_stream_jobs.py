@@ -95,12 +95,6 @@ def test_a_refill_goes_out_in_one_submit_once_the_item_size_is_known() -> None:
     it.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StreamJob learns the items' size from submit()'s return value and submits each chunk alone until it is "
-    "known; an engine that keeps objects as they are (submit returns 0, as the Engine protocol allows) never "
-    "tells a size, so every chunk of every refill goes out in its own submit() call (one wakeup per chunk)",
-)
 def test_a_refill_goes_out_in_one_submit_for_an_engine_that_holds_no_bytes() -> None:
     engine = FakeEngine(held_per_item=0)
     src = Source()
@@ -441,13 +435,6 @@ def test_a_closing_job_counts_late_failures_and_drops_as_accounted() -> None:
     assert cleaned == [4]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close() waits until every item fed is accounted, but a refill blocked in the input on another thread has "
-    "already counted (in _fed) the items of the chunks it built and not yet submitted (with an engine that reports "
-    "bytes, chunks after the first go out together at the end of the refill): nothing runs, yet close() blocks for "
-    "the whole close_timeout (10 s by default), until the reader's input yields and the engine drops those chunks",
-)
 def test_close_does_not_wait_for_chunks_a_blocked_reader_has_not_submitted() -> None:
     engine = FakeEngine(held_per_item=100)  # as the process engine: it reports the bytes it holds
     src = Source(block_at=5)
