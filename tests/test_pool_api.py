@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import itertools
 import logging
 import multiprocessing
 import operator
 import os
-import signal
 import time
 import traceback
 from collections import Counter
@@ -34,7 +32,6 @@ from robustpool import (
     PoolTerminatedError,
     RemoteTaskError,
     RobustPool,
-    WorkerLostError,
 )
 
 START_METHODS = ["fork", "spawn"]
@@ -178,195 +175,6 @@ def _failing_initializer(marker: str) -> None:
 def _touch(path: str) -> str:
     Path(path).write_text("ran")
     return path
-
-
-# --------------------------------------------------------------------------------------
-# apply / apply_async
-# --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("start_method", START_METHODS)
-def test_apply_positional_and_keyword_arguments(start_method: str) -> None:
-    with RobustPool(2, start_method=start_method) as pool:
-        assert pool.apply(_add, (2, 3)) == 5
-        assert pool.apply(_affine, (4,), {"scale": 3, "offset": 2}) == 14
-        assert pool.apply(_affine, (), {"x": 5, "offset": -1}) == 4
-        assert pool.apply(_square, [7]) == 49
-
-
-def test_apply_async_callback_fires_on_success_only() -> None:
-    got: list[object] = []
-    errors: list[BaseException] = []
-    with RobustPool(1) as pool:
-        r = pool.apply_async(_add, (20, 22), callback=got.append, error_callback=errors.append)
-        assert r.get(timeout=GET) == 42
-    assert got == [42]
-    assert errors == []
-
-
-def test_apply_async_error_callback_fires_on_failure_only() -> None:
-    got: list[object] = []
-    errors: list[BaseException] = []
-    with RobustPool(1) as pool:
-        r = pool.apply_async(_raise_key_error, (7,), callback=got.append, error_callback=errors.append)
-        with pytest.raises(KeyError, match="missing 7"):
-            r.get(timeout=GET)
-        assert not r.successful()
-    assert got == []
-    assert len(errors) == 1
-    assert isinstance(errors[0], KeyError)
-
-
-# --------------------------------------------------------------------------------------
-# map family
-# --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("start_method", START_METHODS)
-@pytest.mark.parametrize("chunksize", [None, 20])
-def test_map_family_matches_builtins(start_method: str, chunksize: int | None) -> None:
-    numbers = list(range(100))
-    pairs = list(zip(range(100), range(100, 0, -1), strict=True))
-    with RobustPool(2, start_method=start_method) as pool:
-        assert pool.map(_square, numbers, chunksize) == list(map(_square, numbers))
-        assert pool.map_async(_square, numbers, chunksize).get(timeout=GET) == list(map(_square, numbers))
-        assert pool.starmap(_add, pairs, chunksize) == list(itertools.starmap(_add, pairs))
-        assert pool.starmap_async(_add, pairs, chunksize).get(timeout=GET) == list(itertools.starmap(_add, pairs))
-
-
-def test_map_accepts_generators_and_other_iterables() -> None:
-    with RobustPool(2) as pool:
-        assert pool.map(_square, (x for x in range(30))) == [x * x for x in range(30)]
-        assert pool.map(_square, {3: "a", 1: "b"}) == [9, 1]
-        assert pool.starmap(_add, iter([(1, 2), (3, 4)])) == [3, 7]
-
-
-def _sigkill_at(x: int, at: int) -> int:
-    if x == at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return x
-
-
-def test_map_slices_lists_tuples_and_ranges_without_keeping_them() -> None:
-    inputs: list[Any] = [range(-7, 200, 3), range(50, 0, -2), tuple(range(40)), list(range(40))]
-    with RobustPool(2) as pool:
-        for data in inputs:
-            for chunksize in (None, 1, 7, 1000):
-                assert pool.map(_square, data, chunksize) == [x * x for x in data], (data, chunksize)
-        # Chunks are cut when the call is made: changing the list afterwards changes nothing.
-        pairs = [(0.02, n) for n in range(40)]
-        r = pool.starmap_async(_sleep_return, pairs, 4)
-        pairs[:] = [(0.0, -1)] * 40
-        assert r.get(timeout=GET) == list(range(40))
-
-
-def test_a_death_inside_a_range_chunk_names_its_item() -> None:
-    with RobustPool(2) as pool:
-        r = pool.map_async(functools.partial(_sigkill_at, at=1234), range(3000), 500)
-        with pytest.raises(WorkerLostError) as info:
-            r.get(timeout=GET)
-        assert info.value.task_index == 1234
-        assert "1234" in str(info.value)
-        assert pool.map(_square, range(5)) == [0, 1, 4, 9, 16]
-
-
-def test_empty_iterables_for_every_map_variant() -> None:
-    seen: list[object] = []
-    with RobustPool(1) as pool:
-        assert pool.map(_square, []) == []
-        assert pool.map(_square, iter(())) == []
-        assert pool.starmap(_add, []) == []
-        r = pool.map_async(_square, [], callback=seen.append)
-        assert r.get(timeout=GET) == []
-        assert r.ready() and r.successful()
-        assert pool.starmap_async(_add, []).get(timeout=GET) == []
-        assert pool.map(_square, [], chunksize=20) == []
-        assert list(pool.imap(_square, [])) == []
-        assert list(pool.imap_unordered(_square, [])) == []
-        it = pool.imap(_square, iter(()))
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-    assert seen == [[]]
-
-
-def test_map_async_callback_gets_the_whole_list() -> None:
-    got: list[object] = []
-    errors: list[BaseException] = []
-    with RobustPool(2) as pool:
-        r = pool.map_async(_square, range(10), callback=got.append, error_callback=errors.append)
-        assert r.get(timeout=GET) == [x * x for x in range(10)]
-    assert got == [[x * x for x in range(10)]]
-    assert errors == []
-
-
-def test_map_async_error_callback_gets_the_exception() -> None:
-    got: list[object] = []
-    errors: list[BaseException] = []
-    with RobustPool(2) as pool:
-        r = pool.map_async(_fail_on_5, range(10), callback=got.append, error_callback=errors.append)
-        with pytest.raises(ValueError, match="item 5 is bad"):
-            r.get(timeout=GET)
-    assert got == []
-    assert len(errors) == 1
-    assert isinstance(errors[0], ValueError)
-
-
-def test_map_raises_the_first_error() -> None:
-    # One worker runs the chunks in order, so the first error by position also arrives first.
-    with RobustPool(1) as pool:
-        with pytest.raises(KeyError, match="odd item 3"):
-            pool.map(_fail_on_odd_after_2, range(12), chunksize=2)
-        assert pool.map(_square, range(4)) == [0, 1, 4, 9]
-
-
-def test_map_with_failing_input_generator_raises_and_pool_is_reusable() -> None:
-    with RobustPool(2) as pool:
-        with pytest.raises(InputBrokeError, match="after 4"):
-            pool.map(_square, _numbers_then_error(4))
-        with pytest.raises(InputBrokeError, match="after 0"):
-            pool.map(_square, _numbers_then_error(0))
-        assert pool.map(_square, range(5)) == [0, 1, 4, 9, 16]
-
-
-# --------------------------------------------------------------------------------------
-# AsyncResult
-# --------------------------------------------------------------------------------------
-
-
-def test_async_result_get_timeout_wait_ready_successful() -> None:
-    with RobustPool(1) as pool:
-        r: AsyncResult[Any] = pool.apply_async(_sleep_return, (0.6, "done"))
-        with pytest.raises(ValueError):
-            r.successful()
-        assert not r.ready()
-        t0 = time.monotonic()
-        with pytest.raises(multiprocessing.TimeoutError):
-            r.get(timeout=0.05)
-        assert time.monotonic() - t0 < 0.5
-        assert not r.ready()
-        r.wait(timeout=GET)
-        assert r.ready()
-        assert r.successful()
-        assert r.get(timeout=0) == "done"
-        assert r.get() == "done"
-
-
-def test_async_result_wait_with_timeout_returns_when_not_ready() -> None:
-    with RobustPool(1) as pool:
-        r = pool.apply_async(_sleep_return, (0.5, 1))
-        t0 = time.monotonic()
-        r.wait(timeout=0.05)
-        assert time.monotonic() - t0 < 0.45
-        assert not r.ready()
-        assert r.get(timeout=GET) == 1
-
-
-def test_async_result_successful_false_after_failure() -> None:
-    with RobustPool(1) as pool:
-        r = pool.apply_async(_raise_key_error, (1,))
-        r.wait(timeout=GET)
-        assert r.ready()
-        assert r.successful() is False
 
 
 # --------------------------------------------------------------------------------------
