@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import logging
-import multiprocessing
 import operator
 import os
 import time
-import traceback
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +27,6 @@ from robustpool import (
     AsyncResult,
     InitializerError,
     PoolTerminatedError,
-    RemoteTaskError,
     RobustPool,
 )
 
@@ -175,157 +171,6 @@ def _failing_initializer(marker: str) -> None:
 def _touch(path: str) -> str:
     Path(path).write_text("ran")
     return path
-
-
-# --------------------------------------------------------------------------------------
-# imap / imap_unordered
-# --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("start_method", START_METHODS)
-def test_imap_list_stepwise_and_large_chunks(start_method: str) -> None:
-    with RobustPool(2, start_method=start_method) as pool:
-        assert list(pool.imap(_square, range(10))) == [x * x for x in range(10)]
-
-        it = pool.imap(_square, range(10))
-        for x in range(10):
-            assert it.next(timeout=GET) == x * x
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-        with pytest.raises(StopIteration):
-            next(it)
-
-        it = pool.imap(_square, range(1000), chunksize=100)
-        for x in range(1000):
-            assert next(it) == x * x
-        with pytest.raises(StopIteration):
-            next(it)
-
-
-def test_imap_next_timeout_raises_timeout_error() -> None:
-    with RobustPool(1) as pool:
-        it = pool.imap(_slow_identity, [0.6])
-        t0 = time.monotonic()
-        with pytest.raises(multiprocessing.TimeoutError):
-            it.next(timeout=0.05)
-        assert time.monotonic() - t0 < 0.5
-        assert it.next(timeout=GET) == 0.6
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-
-
-@pytest.mark.parametrize("chunksize", [1, 4])
-def test_imap_item_error_at_its_position_and_iteration_continues(chunksize: int) -> None:
-    with RobustPool(2) as pool:
-        it = pool.imap(_fail_on_5, range(12), chunksize=chunksize)
-        for x in range(5):
-            assert it.next(timeout=GET) == x * x
-        with pytest.raises(ValueError, match="item 5 is bad"):
-            it.next(timeout=GET)
-        for x in range(6, 12):
-            assert it.next(timeout=GET) == x * x
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-
-
-@pytest.mark.parametrize("chunksize", [1, 4])
-def test_imap_unordered_item_error_and_iteration_continues(chunksize: int) -> None:
-    values: list[int] = []
-    errors: list[BaseException] = []
-    with RobustPool(2) as pool:
-        it = pool.imap_unordered(_fail_on_5, range(12), chunksize=chunksize)
-        for _ in range(12):
-            try:
-                values.append(it.next(timeout=GET))
-            except ValueError as exc:
-                errors.append(exc)
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-    assert sorted(values) == [x * x for x in range(12) if x != 5]
-    assert len(errors) == 1
-    assert "item 5 is bad" in str(errors[0])
-
-
-@pytest.mark.parametrize("chunksize", [1, 3])
-def test_imap_input_error_surfaces_at_its_position(chunksize: int) -> None:
-    with RobustPool(2) as pool:
-        it = pool.imap(_square, _numbers_then_error(5), chunksize=chunksize)
-        for x in range(5):
-            assert it.next(timeout=GET) == x * x
-        with pytest.raises(InputBrokeError, match="after 5 items"):
-            it.next(timeout=GET)
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-        # The pool is still usable.
-        assert pool.apply(_square, (6,)) == 36
-        assert list(pool.imap(_square, range(3))) == [0, 1, 4]
-
-
-def test_imap_input_error_at_the_start() -> None:
-    with RobustPool(1) as pool:
-        it = pool.imap(_square, _numbers_then_error(0))
-        with pytest.raises(InputBrokeError):
-            it.next(timeout=GET)
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-        assert pool.apply(_square, (2,)) == 4
-
-
-def test_imap_unordered_input_error_is_delivered_with_the_rest() -> None:
-    values: list[int] = []
-    errors: list[BaseException] = []
-    with RobustPool(2) as pool:
-        it = pool.imap_unordered(_square, _numbers_then_error(6))
-        for _ in range(7):
-            try:
-                values.append(it.next(timeout=GET))
-            except InputBrokeError as exc:
-                errors.append(exc)
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-        assert pool.apply(_square, (3,)) == 9
-    assert sorted(values) == [x * x for x in range(6)]
-    assert len(errors) == 1
-
-
-@pytest.mark.parametrize("start_method", START_METHODS)
-def test_imap_unordered_yields_the_same_multiset(start_method: str) -> None:
-    data = [x % 7 for x in range(60)]
-    with RobustPool(2, start_method=start_method) as pool:
-        got = list(pool.imap_unordered(_square, data))
-        got_chunked = list(pool.imap_unordered(_square, data, chunksize=7))
-    expected = Counter(_square(x) for x in data)
-    assert Counter(got) == expected
-    assert Counter(got_chunked) == expected
-
-
-# --------------------------------------------------------------------------------------
-# chunksize > 1: one failing item fails only itself
-# --------------------------------------------------------------------------------------
-
-
-def test_chunked_imap_failure_fails_only_that_item() -> None:
-    outcomes: list[object] = []
-    with RobustPool(2) as pool:
-        it = pool.imap(_fail_on_5, range(20), chunksize=8)
-        for _ in range(20):
-            try:
-                outcomes.append(it.next(timeout=GET))
-            except ValueError as exc:
-                outcomes.append(exc)
-        with pytest.raises(StopIteration):
-            it.next(timeout=GET)
-    assert isinstance(outcomes[5], ValueError)
-    assert outcomes[:5] + outcomes[6:] == [x * x for x in range(20) if x != 5]
-
-
-def test_chunked_map_raises_the_item_error() -> None:
-    with RobustPool(2) as pool:
-        with pytest.raises(ValueError, match="item 5 is bad"):
-            pool.map(_fail_on_5, range(20), chunksize=8)
-        with pytest.raises(ValueError, match="item 5 is bad"):
-            pool.map_async(_fail_on_5, range(20), chunksize=8).get(timeout=GET)
-        assert pool.map(_square, range(20), chunksize=8) == [x * x for x in range(20)]
 
 
 # --------------------------------------------------------------------------------------
@@ -508,70 +353,6 @@ def test_terminate_twice_and_join_after_terminate() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Exceptions and tracebacks
-# --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("start_method", START_METHODS)
-def test_traceback_shows_worker_frames(start_method: str) -> None:
-    with RobustPool(1, start_method=start_method) as pool:
-        with pytest.raises(ValueError, match="helper refused 3") as info:
-            pool.apply(_task_calling_helper, (3,))
-        with pytest.raises(ValueError, match="helper refused 4") as info_map:
-            pool.map(_task_calling_helper, [4])
-    raise_line = _helper_that_raises.__code__.co_firstlineno + 1
-    for exc in (info.value, info_map.value):
-        text = "".join(traceback.format_exception(exc))
-        assert "_helper_that_raises" in text
-        assert "_task_calling_helper" in text
-        assert os.path.basename(__file__) in text
-        assert f"line {raise_line}" in text
-        assert 'raise ValueError(f"helper refused {x}")' in text
-
-
-def test_exception_type_is_preserved() -> None:
-    with RobustPool(1) as pool:
-        with pytest.raises(CustomTaskError) as info:
-            pool.apply(_raise_custom, (17,))
-        assert type(info.value) is CustomTaskError
-        assert info.value.code == 17
-        assert info.value.text == "custom failure 17"
-        with pytest.raises(KeyError):
-            pool.apply(_raise_key_error, (1,))
-        fut = pool.submit(_raise_custom, 3)
-        exc = fut.exception(timeout=GET)
-        assert isinstance(exc, CustomTaskError) and exc.code == 3
-
-
-def test_exception_that_cannot_be_rebuilt_becomes_remote_task_error() -> None:
-    with RobustPool(1) as pool:
-        with pytest.raises(RemoteTaskError) as info:
-            pool.apply(_raise_unrebuildable, (8,))
-        assert pool.apply(_square, (5,)) == 25
-    err = info.value
-    assert "UnrebuildableError" in err.type_name
-    assert "UnrebuildableError" in str(err)
-    assert "unrebuildable 8" in str(err)
-    assert "_raise_unrebuildable" in err.remote_traceback
-    assert "Traceback" in err.remote_traceback
-
-
-@pytest.mark.parametrize("start_method", START_METHODS)
-def test_system_exit_and_keyboard_interrupt_are_the_tasks_error(start_method: str) -> None:
-    with RobustPool(1, start_method=start_method) as pool:
-        with pytest.raises(SystemExit) as info:
-            pool.apply_async(_raise_system_exit, (3,)).get(timeout=GET)
-        assert info.value.code == 3
-        assert pool.apply_async(_square, (6,)).get(timeout=GET) == 36
-        with pytest.raises(KeyboardInterrupt):
-            pool.apply_async(_raise_keyboard_interrupt).get(timeout=GET)
-        assert pool.apply_async(_square, (7,)).get(timeout=GET) == 49
-        fut = pool.submit(_raise_system_exit, 4)
-        assert isinstance(fut.exception(timeout=GET), SystemExit)
-        assert pool.map(_square, range(4)) == [0, 1, 4, 9]
-
-
-# --------------------------------------------------------------------------------------
 # What can be sent: lambdas, closures, partials, instances
 # --------------------------------------------------------------------------------------
 
@@ -674,36 +455,6 @@ def test_failing_initializer_breaks_the_pool_without_endless_respawn(tmp_path: P
         time.sleep(0.5)
         assert len(marker.read_text().splitlines()) == attempts
         assert 3 <= attempts <= 3 + processes
-
-
-# --------------------------------------------------------------------------------------
-# Callbacks that raise
-# --------------------------------------------------------------------------------------
-
-
-def _raising_callback(value: object) -> None:
-    raise RuntimeError(f"callback went wrong with {value!r}")
-
-
-def test_raising_callback_is_logged_and_other_results_arrive(caplog: pytest.LogCaptureFixture) -> None:
-    good: list[object] = []
-    with caplog.at_level(logging.ERROR, logger="robustpool"), RobustPool(2) as pool:
-        r1 = pool.apply_async(_square, (4,), callback=_raising_callback)
-        r2 = pool.map_async(_square, range(5), callback=_raising_callback)
-        r3 = pool.apply_async(_raise_key_error, (2,), error_callback=_raising_callback)
-        r4 = pool.apply_async(_square, (5,), callback=good.append)
-        assert r1.get(timeout=GET) == 16
-        assert r2.get(timeout=GET) == [0, 1, 4, 9, 16]
-        with pytest.raises(KeyError):
-            r3.get(timeout=GET)
-        assert r4.get(timeout=GET) == 25
-        assert pool.map(_square, range(3)) == [0, 1, 4]
-    assert good == [25]
-    records = [rec for rec in caplog.records if rec.name == "robustpool" and rec.exc_info]
-    texts = [str(rec.exc_info[1]) for rec in records if rec.exc_info]
-    assert any("callback went wrong with 16" in t for t in texts)
-    assert any("callback went wrong with [0, 1, 4, 9, 16]" in t for t in texts)
-    assert any("callback went wrong with KeyError" in t for t in texts)
 
 
 # --------------------------------------------------------------------------------------
