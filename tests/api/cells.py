@@ -44,7 +44,6 @@ OPTION_NEEDS: Mapping[str, Feature] = {
     "maxtasksperchild": Feature.RECYCLE,
     "task_timeout": Feature.KILL,
     "memory_limit": Feature.MEMORY_LIMIT,
-    "context": Feature.PROCESSES,
 }
 
 
@@ -91,9 +90,10 @@ class Cell:
     def id(self) -> str:
         return f"{self.facade}-{self.engine}"
 
-    def lacking(self, needed: Feature) -> list[str]:
-        """Why this cell cannot run a test that needs ``needed`` (empty: it can)."""
-        return [f"{self.id} cannot {feature.name}: {why}" for feature, why in self.cannot.items() if feature & needed]
+    def lacking(self, needed: Feature) -> str | None:
+        """Why this cell cannot run a test that needs ``needed``, or None if it can."""
+        reasons = [f"{feature.name} ({why})" for feature, why in self.cannot.items() if feature & needed]
+        return f"{self.id} cannot do {', '.join(reasons)}" if reasons else None
 
 
 def _robust_pool_process(*args: Any, start_method: str | None = None, **kwargs: Any) -> RobustPool:

@@ -34,10 +34,12 @@ Markers (registered in pyproject.toml), read when the fixture is set up:
 Every test here declares what it needs beyond running tasks and ``submit``: the modules
 whose tests call Pool-only methods mark ``requires(Feature.POOL_API)`` once, in
 ``pytestmark``; the rest is marked test by test. A test that passes an option tied to a
-feature (``cells.OPTION_NEEDS``: maxtasksperchild, task_timeout, memory_limit, context)
-without declaring that feature fails at once, even on a cell that has it, so the
-declarations stay complete while there is only one cell. A test never passes
-``start_method``; the cell supplies it.
+feature (``cells.OPTION_NEEDS``: maxtasksperchild, task_timeout, memory_limit), by keyword
+or by position, without declaring that feature fails at once, even on a cell that has it,
+so the declarations stay complete while there is only one cell. ``start_method`` and
+``context`` are not factory arguments: the cell supplies how its workers start, and a test
+that needs a particular multiprocessing context is process-specific: it builds its
+RobustPool itself, outside the grid.
 
 Adding a cell (the next issues) is one entry in ``cells.CELLS``; no test changes:
 
@@ -65,7 +67,7 @@ Adding a cell (the next issues) is one entry in ``cells.CELLS``; no test changes
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,25 +110,27 @@ def _needed(node: pytest.Item) -> Feature:
     return needed
 
 
+_SIGNATURE = inspect.signature(PoolFactory.__call__)
+
+
 def _build(case: Case, declared: Feature, *args: Any, **kwargs: Any) -> Pool:
-    for option in ("start_method", *OPTION_NEEDS):
-        if kwargs.get(option) is None:
-            continue
-        if option == "start_method":
-            pytest.fail("a conformance test never picks the start method: mark it @pytest.mark.each_start_method")
-        need = OPTION_NEEDS[option]
-        if not need & declared:
+    try:
+        given = _SIGNATURE.bind(None, *args, **kwargs).arguments  # None stands for self
+    except TypeError as exc:
+        pytest.fail(f"pool_factory takes cells.PoolFactory's arguments ({exc}); the cell picks the start method")
+    for option, need in OPTION_NEEDS.items():
+        if given.get(option) is not None and not need & declared:
             pytest.fail(f"{option}= needs Feature.{need.name}: mark the test @pytest.mark.requires(Feature.{need.name})")
     return case.cell.build(*args, start_method=case.start_method, **kwargs)
 
 
 @pytest.fixture
-def pool_factory(request: pytest.FixtureRequest) -> Iterator[PoolFactory]:
+def pool_factory(request: pytest.FixtureRequest) -> PoolFactory:
     """Builds pools of this run's cell (see the module docstring)."""
     case: Case = request.param
     declared = _needed(request.node)
-    reasons = case.cell.lacking(declared)
-    if reasons:
-        pytest.skip("; ".join(reasons))
+    reason = case.cell.lacking(declared)
+    if reason is not None:
+        pytest.skip(reason)
     factory: PoolFactory = functools.partial(_build, case, declared)
-    yield factory
+    return factory
