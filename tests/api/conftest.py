@@ -58,10 +58,11 @@ Adding a cell (the next issues) is one entry in ``cells.CELLS``; no test changes
   start_methods=("fork", "spawn"), cannot={Feature.POOL_API: "an executor has no
   apply/imap/close/join"})``, ``build`` turning ``processes`` into ``max_workers`` and the
   start method into ``mp_context``. The tests that need no POOL_API (``test_submit``) run
-  on it as they are; its own surface (``map`` as an iterator, ``shutdown``) gets its own
-  modules, which mark POOL_API-free needs the same way. Its pools are not ``cells.Pool``
-  statically; its ``build`` returns it as one (``cast``) and the POOL_API skip is what
-  keeps the Pool-only tests off it.
+  on it as they are. Its own surface (``map`` as an iterator, ``shutdown``) gets its own
+  test modules here, marked with a new feature (say ``EXECUTOR_API``) that the Pool cells
+  list in ``cannot``. Its executor is not a ``cells.Pool`` statically: its ``build``
+  returns it as one (``cast``), and the POOL_API skip is what keeps the Pool-only tests
+  off it.
 """
 
 from __future__ import annotations
