@@ -1,0 +1,113 @@
+"""The conformance grid: every facade over every engine it runs on, one *cell* each.
+
+A cell builds pools; the test modules never name a facade or an engine. See the docstring
+of ``conftest.py`` in this package for how cells become test parameters, and how a new
+facade or engine adds its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
+
+from robustpool import RobustPool
+
+GET = 30.0  # upper bound for any result that should arrive promptly
+
+# What the tests call: the multiprocessing.Pool surface. Today only RobustPool has it; with
+# RobustThreadPool this becomes ``RobustPool | RobustThreadPool`` (or a Protocol of the
+# methods both share).
+Pool: TypeAlias = RobustPool
+
+
+class Feature(enum.Flag):
+    """What a test may need from a cell beyond running tasks; a cell lists what it cannot do
+    (``Cell.cannot``), and tests that need it are skipped there."""
+
+    # multiprocessing.Pool's own methods: apply*, *map* (returning lists), imap*, close/join/terminate,
+    # processes. Every facade has submit() (a concurrent.futures.Future) and ``with``.
+    POOL_API = enum.auto()
+    KILL = enum.auto()  # a running task can be stopped from outside: terminate() and task_timeout kill it
+    RECYCLE = enum.auto()  # maxtasksperchild: a worker is replaced after that many tasks
+    MEMORY_LIMIT = enum.auto()  # memory_limit: a worker over the limit is recycled or killed
+    PICKLES = enum.auto()  # calls, results and exceptions are pickled (one that cannot be rebuilt becomes RemoteTaskError)
+    PROCESSES = enum.auto()  # workers are local OS processes: pids, signals, os._exit (the ``process`` marker)
+
+
+# Constructor options that only mean something on a cell that has the feature: a test that
+# passes one must declare the feature (the factory refuses it otherwise), so the test is
+# skipped, not failed, on a cell without it. The start method comes from the cell (see the
+# ``each_start_method`` marker), never from a test.
+OPTION_NEEDS: Mapping[str, Feature] = {
+    "maxtasksperchild": Feature.RECYCLE,
+    "task_timeout": Feature.KILL,
+    "memory_limit": Feature.MEMORY_LIMIT,
+}
+
+
+class PoolFactory(Protocol):
+    """Builds a pool of the cell under test: RobustPool's constructor without ``context``
+    and ``start_method`` (the cell picks how its workers start)."""
+
+    def __call__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        memory_limit: int | str | None = None,
+        buffersize: int | None = None,
+        close_timeout: float | None = 10.0,
+    ) -> Pool: ...
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One facade over one engine.
+
+    ``build(*args, start_method=..., **kwargs)`` makes a pool from the arguments a test gave
+    (RobustPool's, positional ``processes`` first) and one of ``start_methods`` (None: the
+    engine's default); it translates them for its facade if it has to (``max_workers``,
+    ``mp_context``, ...). ``start_methods``: the ways the engine can start workers that
+    change how functions reach them (fork copies the owner; spawn imports by reference in a
+    fresh interpreter); tests marked ``each_start_method`` run once per entry, other tests
+    once with the default; empty for an engine with a single way. ``cannot``: each feature
+    the cell lacks, with the reason shown when a test that needs it is skipped.
+    """
+
+    facade: str
+    engine: str
+    build: Callable[..., Pool]
+    start_methods: tuple[str, ...] = ()
+    cannot: Mapping[Feature, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.facade}-{self.engine}"
+
+    def lacking(self, needed: Feature) -> str | None:
+        """Why this cell cannot run a test that needs ``needed``, or None if it can."""
+        reasons = [f"{feature.name} ({why})" for feature, why in self.cannot.items() if feature & needed]
+        return f"{self.id} cannot do {', '.join(reasons)}" if reasons else None
+
+
+def _robust_pool_process(*args: Any, start_method: str | None = None, **kwargs: Any) -> RobustPool:
+    return RobustPool(*args, start_method=start_method, **kwargs)
+
+
+CELLS: tuple[Cell, ...] = (
+    Cell("RobustPool", "process", _robust_pool_process, start_methods=("fork", "spawn")),
+    # The next issues add, for example:
+    #   Cell("RobustThreadPool", "thread", _robust_thread_pool,
+    #        cannot={Feature.KILL: "a running thread cannot be stopped", Feature.RECYCLE: "...",
+    #                Feature.MEMORY_LIMIT: "...", Feature.PICKLES: "objects are shared, never pickled",
+    #                Feature.PROCESSES: "workers are threads"}),
+    #   Cell("RobustPool", "dask", ..., cannot={Feature.PROCESSES: "workers may be remote", ...}),
+    #   Cell("RobustExecutor", "process", ..., start_methods=("fork", "spawn"),
+    #        cannot={Feature.POOL_API: "a concurrent.futures executor has no apply/imap/close/join"}),
+)

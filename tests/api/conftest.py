@@ -1,0 +1,137 @@
+"""The API conformance suite: every test here runs on every cell of facade x engine.
+
+In the manner of CPython's executor test mixins (``test_concurrent_futures``: one test body,
+one mixin per executor type and start method), but with pytest parameters instead of
+classes: a test asks for ``pool_factory`` and builds its pools with it, never with a facade
+by name::
+
+    def test_map(pool_factory: PoolFactory) -> None:
+        with pool_factory(2) as pool:
+            assert pool.map(_square, range(3)) == [0, 1, 4]
+
+``pool_factory`` is parametrized over ``cells.CELLS``, one parameter per cell, with ids
+``<facade>-<engine>``. Today there is one cell, ``RobustPool-process``. The factory takes
+RobustPool's constructor arguments (``cells.PoolFactory``) and hands them to the cell's
+``build``, which makes the pool; tests own their pools as before (``with``, or
+``terminate()`` in a ``finally``): the factory cleans up nothing, so the leak check of
+``tests/conftest.py`` still catches a pool left running.
+
+Markers (registered in pyproject.toml), read when the fixture is set up:
+
+* ``@pytest.mark.each_start_method``: run once per start method of the cell (ids
+  ``RobustPool-process-fork``, ``RobustPool-process-spawn``), once on a cell that has none.
+  For tests whose functions, arguments and exceptions must also survive the trip to a
+  fresh interpreter (spawn imports them by reference from ``workers``). Other tests run
+  once, with the engine's default (for RobustPool under pytest that is spawn: pytest's
+  faulthandler watchdog is a second thread, and a threaded owner does not fork).
+* ``@pytest.mark.requires(Feature.X, ...)``: the test needs these ``cells.Feature`` values
+  (POOL_API, KILL, RECYCLE, MEMORY_LIMIT, PICKLES, PROCESSES); on a cell that lists one of
+  them in ``cannot`` it is skipped, and the skip reason is the cell's.
+* ``@pytest.mark.process``: the test is inherently about worker processes (pids,
+  signals): the same as ``requires(Feature.PROCESSES)``, spelled so it stands out. It
+  still runs on every cell whose workers are processes (RobustExecutor-process too).
+
+Every test here declares what it needs beyond running tasks and ``submit``: the modules
+whose tests call Pool-only methods mark ``requires(Feature.POOL_API)`` once, in
+``pytestmark``; the rest is marked test by test. A test that passes an option tied to a
+feature (``cells.OPTION_NEEDS``: maxtasksperchild, task_timeout, memory_limit), by keyword
+or by position, without declaring that feature fails at once, even on a cell that has it,
+so the declarations stay complete while there is only one cell. ``start_method`` and
+``context`` are not factory arguments: the cell supplies how its workers start, and a test
+that needs a particular multiprocessing context is process-specific: it builds its
+RobustPool itself, outside the grid.
+
+Adding a cell (the next issues) is one entry in ``cells.CELLS``; no test changes:
+
+* RobustThreadPool: ``Cell("RobustThreadPool", "thread", build, cannot={...})`` with no
+  start methods, ``build`` making ``RobustThreadPool(*args, **kwargs)`` (its
+  ``start_method`` is always None), and ``cannot`` giving a reason for KILL (a running
+  thread cannot be stopped: terminate() and task_timeout leave it running), RECYCLE and
+  MEMORY_LIMIT (if it refuses those options), PICKLES (objects are shared, never pickled)
+  and PROCESSES (no worker pids; a signal would hit the owner). ``cells.Pool`` becomes
+  ``RobustPool | RobustThreadPool`` so mypy checks the tests against both.
+* A Dask engine: one cell per facade that can run on it, e.g. ``Cell("RobustPool",
+  "dask", build)``, ``build`` handing the facade that engine (or a client) however the
+  facade takes it, and ``cannot`` at least PROCESSES (workers may be remote: no local
+  pids, no signals) and KILL if a running task cannot be stopped.
+* RobustExecutor (``concurrent.futures``): ``Cell("RobustExecutor", "process", build,
+  start_methods=("fork", "spawn"), cannot={Feature.POOL_API: "an executor has no
+  apply/imap/close/join"})``, ``build`` turning ``processes`` into ``max_workers`` and the
+  start method into ``mp_context``. The tests that need no POOL_API (``test_submit``) run
+  on it as they are. Its own surface (``map`` as an iterator, ``shutdown``) gets its own
+  test modules here, marked with a new feature (say ``EXECUTOR_API``) that the Pool cells
+  list in ``cannot``. Its executor is not a ``cells.Pool`` statically: its ``build``
+  returns it as one (``cast``), and the POOL_API skip is what keeps the Pool-only tests
+  off it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .cells import CELLS, OPTION_NEEDS, Cell, Feature, Pool, PoolFactory
+
+
+@dataclass(frozen=True)
+class Case:
+    """One parameter of ``pool_factory``: a cell, and the start method for this run."""
+
+    cell: Cell
+    start_method: str | None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pool_factory" not in metafunc.fixturenames:
+        return
+    each = metafunc.definition.get_closest_marker("each_start_method") is not None
+    params: list[Any] = []
+    for cell in CELLS:
+        if each and cell.start_methods:
+            params += [pytest.param(Case(cell, m), id=f"{cell.id}-{m}") for m in cell.start_methods]
+        else:
+            params.append(pytest.param(Case(cell, None), id=cell.id))
+    metafunc.parametrize("pool_factory", params, indirect=True)
+
+
+def _needed(node: pytest.Item) -> Feature:
+    """The features a test declares with ``requires`` and ``process`` markers."""
+    needed = Feature(0)
+    for mark in node.iter_markers("requires"):
+        for feature in mark.args:
+            if not isinstance(feature, Feature):
+                raise TypeError(f"@pytest.mark.requires takes cells.Feature values, not {feature!r}")
+            needed |= feature
+    if node.get_closest_marker("process") is not None:
+        needed |= Feature.PROCESSES
+    return needed
+
+
+_SIGNATURE = inspect.signature(PoolFactory.__call__)
+
+
+def _build(case: Case, declared: Feature, *args: Any, **kwargs: Any) -> Pool:
+    try:
+        given = _SIGNATURE.bind(None, *args, **kwargs).arguments  # None stands for self
+    except TypeError as exc:
+        pytest.fail(f"pool_factory takes cells.PoolFactory's arguments ({exc}); the cell picks the start method")
+    for option, need in OPTION_NEEDS.items():
+        if given.get(option) is not None and not need & declared:
+            pytest.fail(f"{option}= needs Feature.{need.name}: mark the test @pytest.mark.requires(Feature.{need.name})")
+    return case.cell.build(*args, start_method=case.start_method, **kwargs)
+
+
+@pytest.fixture
+def pool_factory(request: pytest.FixtureRequest) -> PoolFactory:
+    """Builds pools of this run's cell (see the module docstring)."""
+    case: Case = request.param
+    declared = _needed(request.node)
+    reason = case.cell.lacking(declared)
+    if reason is not None:
+        pytest.skip(reason)
+    factory: PoolFactory = functools.partial(_build, case, declared)
+    return factory
