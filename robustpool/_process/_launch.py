@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 
 from ._control import Channel, Prepare
-from ._supervisor import _faulthandler_to_stderr, _max_fd, _preload, flush_std_streams, serve
+from ._oscalls import faulthandler_to_stderr, flush_std_streams, max_fd
+from ._supervisor import preload, serve
 
 
 @dataclass
@@ -73,7 +74,7 @@ def owner_is_single_threaded() -> bool:
 
 def start(method: str) -> SupervisorProcess:
     if method == "fork":
-        _preload()
+        preload()
     owner_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         proc = _start_forked(owner_end, sup_end) if method == "fork" else _start_fresh(owner_end, sup_end)
@@ -97,8 +98,8 @@ def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> Superviso
             # object closing "its" fd number would close one of ours.
             gc.freeze()
             os.closerange(3, fd)
-            os.closerange(fd + 1, _max_fd())
-            _faulthandler_to_stderr()
+            os.closerange(fd + 1, max_fd())
+            faulthandler_to_stderr()
             code = serve(fd)
         finally:
             os._exit(code)

@@ -22,7 +22,6 @@ How the owner starts it (forked, or as a fresh interpreter) is in ``_launch``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import json
 import mmap
@@ -33,8 +32,8 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
 
+from . import _oscalls as osc
 from . import _proctable
 from ._control import (
     TERM_GRACE,
@@ -61,38 +60,7 @@ _SAMPLE_LIMITED = 0.1  # ... and with one
 _HARD_FACTOR = 2  # a worker this many times over memory_limit is killed at once
 
 
-def flush_std_streams() -> None:
-    """Flush stdout and stderr before a fork, as the standard library does: text the
-    parent printed but had not flushed would otherwise be printed again by every child
-    that flushes its inherited copy of the buffer (a worker does, on its way out)."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            if stream is not None:
-                stream.flush()
-
-
-def _faulthandler_to_stderr() -> None:
-    """Point faulthandler at fd 2 and enable it.
-
-    The owner may have enabled it on a descriptor we just closed (pytest does): its
-    number would be reused by one of ours, and a crash report would be written into a
-    worker's socket or progress slot. On stderr, a native crash in a task prints the
-    worker's Python stack, which is the most useful thing it can leave behind.
-    """
-    import faulthandler
-
-    with contextlib.suppress(Exception):
-        faulthandler.enable(file=2)
-
-
-def _max_fd() -> int:
-    try:
-        return max(256, min(os.sysconf("SC_OPEN_MAX"), 1 << 20))
-    except (ValueError, OSError):
-        return 4096
-
-
-def _preload() -> None:
+def preload() -> None:
     """Import what the supervisor and its workers need, once, before they are forked.
 
     Whatever the owner has not imported, every forked supervisor and every worker would
@@ -102,68 +70,14 @@ def _preload() -> None:
     """
     from . import _worker  # noqa: F401  (it imports the serializers too)
 
-    _libc()
+    osc.libc()
 
 
 def main(fd: int, owner_path: str) -> int:
     """Entry point of a supervisor started as a fresh interpreter."""
-    _preload()
+    preload()
     sys.path[:] = json.loads(owner_path)  # what workers import (users' functions) resolves as in the owner
     return serve(fd)
-
-
-# --- the supervisor loop (runs in the supervisor) ---------------------------------------
-
-
-@functools.cache
-def _libc() -> Any:
-    """The C library's handle, loaded once (None off Linux or where it cannot be loaded)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-def _libc_call(name: str, *args: int) -> None:
-    """Call a C library function, best effort: without it we lose a safety net or a
-    speed-up, never a function."""
-    libc = _libc()
-    if libc is not None:
-        with contextlib.suppress(AttributeError):
-            getattr(libc, name)(*args)
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def _tune_malloc() -> None:
-    """Let a worker keep a little freed heap instead of returning it at every task (glibc).
-
-    With glibc's defaults, a task that receives and returns 1 MiB grows the heap by 2 MiB and
-    trims it again, so every such task page-faults 2 MiB of fresh, kernel-zeroed memory.
-    Blocks under 4 MiB now come from the heap, which keeps up to 16 MiB free before it is
-    trimmed; larger ones are mapped and unmapped as before. Only workers are tuned: the
-    owner is the user's process.
-    """
-    _libc_call("mallopt", _M_MMAP_THRESHOLD, 4 << 20)
-    _libc_call("mallopt", _M_TRIM_THRESHOLD, 16 << 20)
-
-
-def _pdeathsig() -> None:
-    """Ask Linux to SIGKILL this process when its parent (the supervisor) dies."""
-    _libc_call("prctl", 1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _kill_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
 
 
 @dataclass
@@ -289,7 +203,7 @@ class _Supervisor:
             return
         data_fd, slot_fd = fds
         slot, view = map_slot(slot_fd)
-        flush_std_streams()
+        osc.flush_std_streams()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -321,12 +235,12 @@ class _Supervisor:
             parent = os.getppid()
             with contextlib.suppress(OSError):
                 os.setpgid(0, 0)
-            _pdeathsig()
-            _tune_malloc()
+            osc.pdeathsig()
+            osc.tune_malloc()
             if os.getppid() != parent:
                 os._exit(1)  # the supervisor died before PDEATHSIG was armed
             signal.set_wakeup_fd(-1)
-            _faulthandler_to_stderr()
+            osc.faulthandler_to_stderr()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -337,7 +251,7 @@ class _Supervisor:
             for child in self.children.values():
                 child.view.release()
                 child.slot.close()
-            _after_fork_in_worker()
+            osc.after_fork_in_worker()
             from ._worker import serve as serve_worker
 
             code = serve_worker(data_fd, slot_fd)
@@ -353,7 +267,7 @@ class _Supervisor:
             if child.key == key:
                 if reason and child.reason is None:
                     child.reason = reason
-                _kill_group(child.pid, sig)
+                osc.kill_group(child.pid, sig)
 
     def enforce_deadlines(self) -> None:
         now = time.monotonic_ns()
@@ -368,7 +282,7 @@ class _Supervisor:
                 continue  # the worker moved on to another task while we looked
             child.reason = TIMEOUT
             child.task_id = task_id
-            _kill_group(child.pid, signal.SIGKILL)
+            osc.kill_group(child.pid, signal.SIGKILL)
 
     def _sample_period(self) -> float:
         return _SAMPLE_LIMITED if self.memory_limit else _SAMPLE_EVERY
@@ -394,7 +308,7 @@ class _Supervisor:
                     f"{_HARD_FACTOR} x memory_limit ({_HARD_FACTOR * self.memory_limit / 2**20:.0f} MiB)"
                 )
                 child.task_id = child.view[SLOT_TASK]
-                _kill_group(child.pid, signal.SIGKILL)
+                osc.kill_group(child.pid, signal.SIGKILL)
             elif child.rss > self.memory_limit and not child.high:
                 child.high = True
                 self.send(MemoryHigh(child.key, child.rss))
@@ -417,7 +331,7 @@ class _Supervisor:
             if child is None:
                 continue  # a stray we killed (see sweep)
             # Subprocesses the task started are in the worker's group: they go with it.
-            _kill_group(pid, signal.SIGKILL)
+            osc.kill_group(pid, signal.SIGKILL)
             code = os.waitstatus_to_exitcode(status)
             self.send(WorkerExited(child.key, pid, code, child.reason, child.task_id, child.rss))
             child.view.release()
@@ -460,26 +374,7 @@ class _Supervisor:
                 for pid in table.descendants(child.pid):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
-            _kill_group(child.pid, sig)
-
-
-def _after_fork_in_worker() -> None:
-    """What ``multiprocessing`` does in a child it forks, done for our workers: run the
-    hooks registered with ``multiprocessing.util.register_after_fork`` (a manager proxy
-    must open its own connection, not share its parent's) and drop the parent's finalizers.
-    Only when the module is loaded: otherwise nothing can have registered a hook."""
-    util = sys.modules.get("multiprocessing.util")
-    if util is None:
-        return
-    with contextlib.suppress(Exception):
-        util._finalizer_registry.clear()
-        util._run_after_forkers()
-
-
-def _subreaper() -> None:
-    """Become a child subreaper (Linux): subprocesses orphaned by a task come to us, so
-    they can be killed instead of escaping to init."""
-    _libc_call("prctl", 36, 1)  # PR_SET_CHILD_SUBREAPER
+            osc.kill_group(child.pid, sig)
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -489,7 +384,7 @@ def _ignore(signum: int, frame: object) -> None:
 def serve(fd: int) -> int:
     """Run the supervisor loop on the control socket ``fd``; returns the exit code."""
     os.set_inheritable(fd, False)
-    _subreaper()
+    osc.subreaper()
     sup = _Supervisor(fd)
     try:
         return sup.run()
