@@ -1,4 +1,4 @@
-"""Owner process for ``test_imap_cleanup.test_ctrl_c_in_the_owner_...`` (run as a script).
+"""Owner process for ``cleanup/test_ctrl_c.py``: ``test_ctrl_c_in_the_owner_...`` (run as a script).
 
 Usage: ``python _sigint_owner.py DIR LOG``. Runs a temp-file pipeline over slow tasks: each
 task creates ``DIR/item-NNNNN`` containing ``running``, sleeps 0.2 s, rewrites it as ``done``
