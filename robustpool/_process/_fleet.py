@@ -204,7 +204,7 @@ class Fleet(WorkerIO):
             else:
                 requeue += t.rest()
         w.inflight.clear()
-        self._pending.extendleft(reversed(requeue))
+        self._queued.extendleft(reversed(requeue))
         w.release_slot()
         if not self._stopping and (w.init_error is not None or (slot.phase == Phase.INIT and not w.ready)):
             self._on_init_failure(w, msg)
@@ -263,7 +263,7 @@ class Fleet(WorkerIO):
         if w is not None:
             self._on_worker_eof(w)
             w.sock.close()
-            self._pending.extendleft(reversed([r for t in w.inflight for r in t.rest()]))
+            self._queued.extendleft(reversed([r for t in w.inflight for r in t.rest()]))
             w.release_slot()
         self._spawn_failed(msg.error)
 

@@ -2,16 +2,16 @@
 
 Data flow (all arrows are sockets; the supervisor never sees task data)::
 
-    user threads --submit(tasks)/call(fn)--> inbox --wakeup--> dispatcher thread
+    user threads --submit(tasks)/call(fn)--> _submitted/_calls --wakeup--> dispatcher thread
     dispatcher --TASK/FUNC/INIT frames--> worker k        (one duplex socket per worker)
     dispatcher <--RESULT/READY frames----- worker k
     dispatcher --SpawnWorker/KillWorker/Shutdown--> supervisor
     dispatcher <--WorkerStarted/WorkerExited/Goodbye-- supervisor
     dispatcher --deliver/fail/drop--> jobs (AsyncResult, MapResult, IMapIterator, futures)
 
-Who may touch what: ``_pending``, ``_workers`` and everything about workers and sockets
-belong to the dispatcher thread alone. Other threads only append to ``_inbox`` /
-``_incoming`` (deques, safe under the GIL) and wake the dispatcher. Jobs lock themselves.
+Who may touch what: ``_queued``, ``_workers`` and everything about workers and sockets
+belong to the dispatcher thread alone. Other threads only append to ``_calls`` /
+``_submitted`` (deques, safe under the GIL) and wake the dispatcher. Jobs lock themselves.
 
 The dispatcher is written as a chain of classes by concern (see ``_state``); this module is
 the thread itself: its loop, the dispatching of tasks to workers, the calls other threads
@@ -105,7 +105,7 @@ class Loop(Fleet):
         return self._broken
 
     def submit(self, tasks: list[Task]) -> None:
-        self._incoming.append(tasks)
+        self._submitted.append(tasks)
         self._wake()
         if self._finished.is_set():
             # Nobody will take them (the pool ended, or its dispatcher died): fail them
@@ -114,7 +114,7 @@ class Loop(Fleet):
             failed: set[Job] = set()
             while True:
                 try:
-                    batch = self._incoming.popleft()
+                    batch = self._submitted.popleft()
                 except IndexError:
                     break
                 for t in batch:
@@ -126,11 +126,11 @@ class Loop(Fleet):
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the dispatcher thread."""
-        self._inbox.append(fn)
+        self._calls.append(fn)
         self._wake()
 
     def cancel(self, job: Job) -> None:
-        self.call(lambda: self._drop_pending(job))
+        self.call(lambda: self._drop_queued(job))
 
     def batch_size(self, func_id: int, ahead: int) -> int:
         return self._estimates.batch_size(func_id, ahead, self.settings.processes)
@@ -186,7 +186,7 @@ class Loop(Fleet):
             self._finish()
 
     def _step(self) -> None:
-        self._take_inbox()
+        self._take_posted()
         self._reconcile()
         self._dispatch()
         self._flush_jobs()
@@ -204,7 +204,7 @@ class Loop(Fleet):
     def _sleep_for(self) -> float | None:
         """How long the loop may sleep: until a message, or the next thing it must check
         by itself (stopping, terminate's wait for owed results, a spawn retry)."""
-        if self._inbox or self._incoming:
+        if self._calls or self._submitted:
             return 0.0
         if self._stopping or self._terminating:
             return 0.05
@@ -217,32 +217,32 @@ class Loop(Fleet):
             while self._wake_r.recv(4096):
                 pass
 
-    def _take_inbox(self) -> None:
-        while self._inbox:
-            self._inbox.popleft()()
-        while self._incoming:
-            tasks = self._incoming.popleft()
+    def _take_posted(self) -> None:
+        while self._calls:
+            self._calls.popleft()()
+        while self._submitted:
+            tasks = self._submitted.popleft()
             if self._broken is not None or self._terminating:
                 err = self._broken or PoolTerminatedError()
                 for t in tasks:
                     self._fail_task(t, err)
             else:
-                self._pending.extend(tasks)
+                self._queued.extend(tasks)
 
     def _dispatch(self) -> None:
-        if not self._pending:
+        if not self._queued:
             return
         open_workers = [w for w in self._workers.values() if w.accepting and not w.eof]
         if not open_workers:
             return
         touched: set[WorkerHandle] = set()
-        pending = self._pending
-        while pending:
+        queued = self._queued
+        while queued:
             w = min(open_workers, key=lambda w: len(w.inflight))
-            head = pending[0]
+            head = queued[0]
             if len(w.inflight) >= self._estimates.depth(head.func.func_id, head.job.cancellable):
                 break
-            t = pending.popleft()
+            t = queued.popleft()
             if not t.job.claim():
                 self._drop(t.job, t.start, t.count)
                 continue
@@ -297,14 +297,14 @@ class Loop(Fleet):
             workers,
         )
 
-    def _drop_pending(self, job: Job) -> None:
+    def _drop_queued(self, job: Job) -> None:
         keep: deque[Task] = deque()
-        for t in self._pending:
+        for t in self._queued:
             if t.job is job:
                 self._drop(job, t.start, t.count)
             else:
                 keep.append(t)
-        self._pending = keep
+        self._queued = keep
 
     def _begin_close(self) -> None:
         self._closing = True

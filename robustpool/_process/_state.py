@@ -60,9 +60,11 @@ class LoopState:
     def __init__(self, settings: PoolConfig) -> None:
         self.settings = settings
         self._init_blob = _pickle_initializer(settings)
-        self._inbox: deque[Callable[[], None]] = deque()
-        self._incoming: deque[list[Task]] = deque()
-        self._pending: deque[Task] = deque()
+        # The three queues, in the order a task passes them. Other threads append to the
+        # first two (deques: safe under the GIL) and wake the loop; only the loop pops.
+        self._calls: deque[Callable[[], None]] = deque()  # what other threads ask the loop to run
+        self._submitted: deque[list[Task]] = deque()  # tasks from submit(), not yet seen by the loop
+        self._queued: deque[Task] = deque()  # tasks the loop accepted, waiting for a worker (loop only)
         self._workers: dict[int, WorkerHandle] = {}
         self._keys = itertools.count(1)
         self._selector = selectors.DefaultSelector()
@@ -135,10 +137,10 @@ class LoopState:
             self._fail(t.job, t.start + k, err)
 
     def _fail_queued(self, err: BaseException) -> None:
-        while self._pending:
-            self._fail_task(self._pending.popleft(), err)
-        while self._incoming:
-            for t in self._incoming.popleft():
+        while self._queued:
+            self._fail_task(self._queued.popleft(), err)
+        while self._submitted:
+            for t in self._submitted.popleft():
                 self._fail_task(t, err)
 
     def _fail_everything(self, err: BaseException) -> None:
@@ -149,7 +151,7 @@ class LoopState:
 
     def _closing_done(self) -> bool:
         """True once a closed pool has no work left (then workers are not replaced)."""
-        if not self._closing or self._pending or self._incoming:
+        if not self._closing or self._queued or self._submitted:
             return False
         if any(w.inflight for w in self._workers.values()):
             return False
