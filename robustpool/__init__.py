@@ -22,6 +22,7 @@ if _typing.TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
+    from ._executor import RobustExecutor
     from ._jobs._gather import MapResult
     from ._jobs._iterators import IMapIterator
     from ._jobs._single import AsyncResult
@@ -36,6 +37,7 @@ _WHERE = {
     "PoolStats": "._stats",
     "PoolTerminatedError": "._errors",
     "RemoteTaskError": "._errors",
+    "RobustExecutor": "._executor",
     "RobustPool": "._pool",
     "RobustPoolError": "._errors",
     "TaskSerializationError": "._errors",
@@ -53,6 +55,7 @@ __all__ = (
     "PoolStats",
     "PoolTerminatedError",
     "RemoteTaskError",
+    "RobustExecutor",
     "RobustPool",
     "RobustPoolError",
     "TaskSerializationError",

@@ -116,23 +116,38 @@ def positive_int(name: str, value: object, wrong_type: type[TypeError] = TypeErr
     return value
 
 
-def _processes(value: int | None) -> int:
+@dataclass(frozen=True, slots=True)
+class Names:
+    """What a facade calls the parameters its errors name (the executor follows
+    ``ProcessPoolExecutor``'s names and error types, the pool ``multiprocessing.Pool``'s)."""
+
+    processes: str = "processes"
+    maxtasksperchild: str = "maxtasksperchild"
+    context: str = "context"
+    too_few: str = "Number of processes must be at least 1"
+    tasks_wrong_type: type[TypeError] = _WrongType
+
+
+EXECUTOR_NAMES = Names("max_workers", "max_tasks_per_child", "mp_context", "max_workers must be greater than 0", TypeError)
+
+
+def _processes(value: int | None, names: Names) -> int:
     if value is None:
         return os.cpu_count() or 1
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"processes must be an int or None, not {type(value).__name__}")
+        raise TypeError(f"{names.processes} must be an int or None, not {type(value).__name__}")
     if value < 1:
-        raise ValueError("Number of processes must be at least 1")
+        raise ValueError(names.too_few)
     most = max_processes()
     if value > most:
         raise ValueError(
-            f"processes={value} is more than this process can run: at most {most} here (each worker needs two "
+            f"{names.processes}={value} is more than this process can run: at most {most} here (each worker needs two "
             f"file descriptors in the owner, and robustpool runs at most {MAX_PROCESSES} workers per pool)"
         )
     return value
 
 
-def _start_method(context: Any, start_method: str | None) -> str | None:
+def _start_method(context: Any, start_method: str | None, names: Names) -> str | None:
     """The supervisor's start method, from ``start_method`` or a ``multiprocessing``
     context (``multiprocessing.Pool``'s ``context=``)."""
     if start_method is not None and not isinstance(start_method, str):
@@ -145,7 +160,7 @@ def _start_method(context: Any, start_method: str | None) -> str | None:
         return start_method
     get = getattr(context, "get_start_method", None)
     if not callable(get):
-        raise TypeError(f"context must be a multiprocessing context, not {type(context).__name__}")
+        raise TypeError(f"{names.context} must be a multiprocessing context, not {type(context).__name__}")
     method = get()
     from_context = "fork" if method == "fork" else "spawn"  # forkserver's safety is a fresh start's
     if start_method is not None and start_method != from_context:
@@ -189,8 +204,9 @@ class PoolConfig:
         start_method: str | None = None,
         buffersize: int | None = None,
         close_timeout: float | None = 10.0,
+        names: Names = Names(),
     ) -> PoolConfig:
-        nproc = _processes(processes)
+        nproc = _processes(processes, names)
         if initializer is not None:
             check_callable(initializer, "initializer")
         try:
@@ -198,12 +214,12 @@ class PoolConfig:
         except TypeError:
             raise TypeError(f"initargs must be an iterable of arguments for the initializer, not {type(initargs).__name__}")
         if maxtasksperchild is not None:
-            positive_int("maxtasksperchild", maxtasksperchild, _WrongType)
+            positive_int(names.maxtasksperchild, maxtasksperchild, names.tasks_wrong_type)
         if isinstance(retries, bool) or not isinstance(retries, int):
             raise TypeError(f"retries must be an int, not {type(retries).__name__}")
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
-        method = _start_method(context, start_method)
+        method = _start_method(context, start_method, names)
         window = positive_int("buffersize", buffersize) if buffersize is not None else max(64, 32 * nproc)
         return cls(
             nproc,

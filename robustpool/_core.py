@@ -21,10 +21,15 @@ import gc
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import _forks
+from ._calls import Mode
 from ._config import PoolConfig
-from ._engine import Capability, Engine
+from ._engine import Capability, Chunk, Engine, Job
+from ._errors import TaskSerializationError
+from ._jobs._single import FutureJob, RobustFuture
 from ._jobs._stream import StreamJob
 
 
@@ -73,6 +78,54 @@ class PoolCore:
 
     def track(self, iterator: object, job: StreamJob) -> None:
         self._streams[iterator] = job
+
+    def start(
+        self,
+        job: Job,
+        func: Callable[..., Any],
+        mode: Mode,
+        items: Sequence[Any],
+        chunksize: int,
+        indexed: bool,
+        timeout: float,
+        stream: bool = False,
+    ) -> None:
+        """Hand a call's items to the engine as chunks of ``chunksize``; a function that
+        cannot be pickled fails every item on the job."""
+        engine = self.engine
+        try:
+            ref = engine.function(func)
+        except TaskSerializationError as exc:
+            for k in range(len(items)):
+                job.fail(k, exc)
+            job.flush()
+            return
+        # Chunks go to the engine in batches of doubling size (1, 2, 4, ...): workers start
+        # on the first chunk while the rest are still being pickled, for a handful of
+        # wake-ups whatever the number of chunks.
+        batch: list[Chunk] = []
+        sent = 0
+        for start in range(0, len(items), chunksize):
+            batch.append(Chunk(job, ref, mode, start, items[start : start + chunksize], timeout, indexed, stream))
+            if len(batch) > sent:
+                engine.submit(batch)
+                sent += len(batch)
+                batch = []
+        if batch:
+            engine.submit(batch)
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> RobustFuture[Any]:
+        """``fn(*args, **kwargs)`` as a future whose cancel() stops it (see RobustFuture)."""
+        future: RobustFuture[Any] = RobustFuture()
+        self.start(FutureJob(future, self.engine), fn, Mode.APPLY, [(args, kwargs)], 1, False, timeout)
+        return future
+
+    def close_streams(self) -> list[Exception]:
+        """Close every live stream without waiting (cleanup errors are logged and returned)."""
+        errors: list[Exception] = []
+        for job in list(self._streams.values()):
+            errors += job.close_now()
+        return errors
 
     def close(self) -> None:
         self.check_owner()

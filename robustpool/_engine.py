@@ -80,6 +80,7 @@ class Capability(enum.Flag):
     MEMORY_LIMIT = enum.auto()  # memory_limit
     RECYCLE = enum.auto()  # maxtasksperchild
     PIDS = enum.auto()  # workers are processes with pids
+    STOP_RUNNING = enum.auto()  # kill(): a cancelled call's running chunks are stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,12 @@ class Engine(Protocol):
 
     def cancel(self, job: Job) -> None:
         """Drop the job's chunks that have not started (each is reported with ``drop``)."""
+        ...
+
+    def kill(self, job: Job) -> None:
+        """Stop the job: drop its chunks that have not started, and stop those running
+        (with STOP_RUNNING; without it they run to the end). Nothing more of it is
+        delivered; other jobs' work is not disturbed."""
         ...
 
     def batch_size(self, func: FuncRef, ahead: int) -> int:

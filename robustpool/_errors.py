@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import signal
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 
@@ -283,11 +284,13 @@ class RemoteTaskError(RobustPoolError):
         return (type(self), (self.type_name, self.message, self.remote_traceback))
 
 
-class InitializerError(RobustPoolError):
+class InitializerError(RobustPoolError, BrokenExecutor):
     """The pool's ``initializer`` failed in several fresh workers in a row.
 
     The pool stops starting workers and fails every pending and new task with this error;
-    ``remote_traceback`` holds the initializer's traceback from the last worker.
+    ``remote_traceback`` holds the initializer's traceback from the last worker. It is also
+    a ``concurrent.futures.BrokenExecutor`` (as ``BrokenProcessPool`` is), so code written
+    for the standard library's executors catches it.
     """
 
     def __init__(self, failures: int, remote_traceback: str) -> None:

@@ -27,11 +27,10 @@ from . import _forks
 from ._calls import Mode
 from ._config import PoolConfig, check_callable, positive_int, task_limit
 from ._core import PoolCore, State, refuse_unsupported
-from ._engine import Capability, Chunk, Engine, Job
-from ._errors import TaskSerializationError
+from ._engine import Capability, Engine
 from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
-from ._jobs._single import AsyncResult, FutureJob, SingleJob
+from ._jobs._single import AsyncResult, SingleJob
 from ._jobs._stream import StreamJob
 from ._process._engine import ProcessEngine
 from ._stats import PoolStats
@@ -107,39 +106,6 @@ class RobustPool:
             raise ValueError("task_timeout needs workers that are processes; this pool's engine cannot enforce it")
         return limit
 
-    def _start(
-        self,
-        job: Job,
-        func: Callable[..., Any],
-        mode: Mode,
-        items: Sequence[Any],
-        chunksize: int,
-        indexed: bool,
-        timeout: float,
-        stream: bool = False,
-    ) -> None:
-        engine = self._engine
-        try:
-            ref = engine.function(func)
-        except TaskSerializationError as exc:
-            for k in range(len(items)):
-                job.fail(k, exc)
-            job.flush()
-            return
-        # Chunks go to the engine in batches of doubling size (1, 2, 4, ...): workers start
-        # on the first chunk while the rest are still being pickled, for a handful of
-        # wake-ups whatever the number of chunks.
-        batch: list[Chunk] = []
-        sent = 0
-        for start in range(0, len(items), chunksize):
-            batch.append(Chunk(job, ref, mode, start, items[start : start + chunksize], timeout, indexed, stream))
-            if len(batch) > sent:
-                engine.submit(batch)
-                sent += len(batch)
-                batch = []
-        if batch:
-            engine.submit(batch)
-
     # -- apply --
 
     def apply(
@@ -170,17 +136,18 @@ class RobustPool:
         self._core.check_running()
         check_callable(func)
         timeout = self._timeout(task_timeout)
-        job = SingleJob(callback, error_callback)
-        self._start(job, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
+        job = SingleJob(callback, error_callback, self._engine)
+        self._core.start(job, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
         return AsyncResult(job)
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
-        """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``."""
+        """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
+
+        Unlike the standard library's, its ``cancel()`` stops the call even while it runs
+        (its worker is killed and replaced), and it can be awaited."""
         self._core.check_running()
         check_callable(fn, "fn")
-        future: Future[R] = Future()
-        self._start(FutureJob(future), fn, Mode.APPLY, [(args, kwargs)], 1, False, self._config.task_timeout)
-        return future
+        return self._core.submit(fn, args, kwargs, self._config.task_timeout)
 
     # -- map --
 
@@ -210,11 +177,11 @@ class RobustPool:
         exact = type(iterable) in (list, tuple, range)
         items: Sequence[Any] = cast(Sequence[Any], iterable) if exact else list(iterable)
         size = self._default_chunksize(len(items)) if chunksize is None else positive_int("chunksize", chunksize)
-        job = GatherJob(len(items), callback, error_callback, cleanup)
+        job = GatherJob(len(items), callback, error_callback, cleanup, self._engine)
         if items:
             # With a cleanup, chunks reply item by item, so terminating mid-chunk still
             # hands back (and cleans) the items that finished.
-            self._start(job, func, mode, items, size, True, timeout, stream=cleanup is not None and size > 1)
+            self._core.start(job, func, mode, items, size, True, timeout, stream=cleanup is not None and size > 1)
         return MapResult(job)
 
     def map(
@@ -357,6 +324,16 @@ class RobustPool:
             # along as a note rather than replacing it.
             if exc is not None:
                 exc.add_note(f"robustpool: while terminating, {group}: {group.exceptions!r}")
+
+    async def __aenter__(self) -> RobustPool:
+        self._core.check_running()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        """As ``__exit__``, in a thread: the event loop goes on while the pool closes."""
+        import asyncio  # a loop runs, so it is loaded already
+
+        await asyncio.to_thread(self.__exit__, exc_type, exc, tb)
 
     def __del__(self) -> None:
         core = getattr(self, "_core", None)

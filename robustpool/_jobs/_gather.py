@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
 from typing import Any, TypeVar, final
 
+from .._engine import Engine
 from . import Cleanup, run_cleanups
 from ._single import AsyncResult, Outcome
 
@@ -26,10 +28,13 @@ class GatherJob(Outcome):
         callback: Callable[[list[Any]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         cleanup: Cleanup | None = None,
+        engine: Engine | None = None,
     ) -> None:
-        super().__init__(callback, error_callback)
+        super().__init__(callback, error_callback, engine)
         self._lock = threading.Lock()
         self._values: list[Any] = [None] * length
+        self._delivered: list[tuple[int, int]] = []  # (index, count) of each delivery, for stop()
+        self._stopped = False  # stop() ran: values that still arrive are cleaned at once
         self._remaining = length
         self._failed: set[int] = set()
         self._error: BaseException | None = None
@@ -39,15 +44,21 @@ class GatherJob(Outcome):
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
         with self._lock:
-            self._values[index : index + len(values)] = values
-            self._remaining -= len(values)
-            done = self._remaining == 0
-        if done:
+            late = self._stopped
+            if not late:
+                self._values[index : index + len(values)] = values
+                self._delivered.append((index, len(values)))
+                self._remaining -= len(values)
+                done = self._remaining == 0
+        if late:
+            if self._cleanup is not None:
+                run_cleanups(self._cleanup, values)
+        elif done:
             self._finish()
 
     def fail(self, index: int, exc: BaseException) -> None:
         with self._lock:
-            if index in self._failed:
+            if index in self._failed or self._stopped:
                 return
             self._failed.add(index)
             if self._error is None:
@@ -56,6 +67,21 @@ class GatherJob(Outcome):
             done = self._remaining == 0
         if done:
             self._finish()
+
+    def stop(self) -> None:
+        """The awaiting task was cancelled: end as cancelled, stop the running chunks, and
+        clean the values that arrived (and, as they come, those still running)."""
+        with self._lock:
+            if self._remaining == 0 or self._stopped:
+                return  # complete (the caller may still take it), or stopped already
+            self._stopped = True
+            held = [v for i, n in self._delivered for v in self._values[i : i + n]]
+            self._values, self._delivered = [], []
+        self._set(False, CancelledError())
+        if self._engine is not None:
+            self._engine.kill(self)
+        if held and self._cleanup is not None:
+            run_cleanups(self._cleanup, held)
 
     def _finish(self) -> None:
         if self._error is None:

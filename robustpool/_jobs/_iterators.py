@@ -18,7 +18,8 @@ class IMapIterator(Generic[T]):
     Input is read lazily, in the consumer's thread, keeping at most ``buffersize`` chunks
     ahead of the consumer. An item's error is raised at that item's position (``imap``) or
     when it arrives (``imap_unordered``) and iteration can continue afterwards;
-    ``next(timeout)`` raises ``multiprocessing.TimeoutError``.
+    ``next(timeout)`` raises ``multiprocessing.TimeoutError``. ``async for`` works too,
+    without blocking the event loop.
 
     Closing (``close()``, leaving ``with``, garbage collection, terminating the pool) keeps
     the cleanup promise: every computed result the consumer never received is passed to
@@ -43,6 +44,40 @@ class IMapIterator(Generic[T]):
         job = self._job
         del self
         return job.next(timeout)  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> IMapIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        """The next result for ``async for``: waits without blocking the event loop.
+
+        Leaving the loop (``break``, an exception, cancelling the task) keeps the cleanup
+        promise as for a plain ``for``: the iterator is closed when it is dropped (or by
+        ``close()``/``with``). Cancelling the task closes it at once, without waiting:
+        tasks not started are cancelled, running ones finish and their results are cleaned
+        on arrival.
+        """
+        import asyncio  # here: a loop runs, so it is loaded; `import robustpool` stays lean
+
+        from . import _aio
+
+        job = self._job
+        del self
+        while True:
+            try:
+                got = job.poll()
+            except StopIteration:
+                raise StopAsyncIteration from None
+            if got is not None:
+                ok, value = got
+                if ok:
+                    return value  # type: ignore[no-any-return]
+                raise value
+            try:
+                await _aio.wait(job.watch)
+            except asyncio.CancelledError:
+                job.close_now()
+                raise
 
     def close(self) -> None:
         """Cancel unstarted tasks and clean every computed result never handed out.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import _base as futures_base
 from typing import Any, Generic, TypeVar
 
 from .. import _forks
+from .._engine import Capability, Engine
 from . import run_callback, timeout_error
 
 T = TypeVar("T")
@@ -23,17 +25,30 @@ class Outcome:
     cancellable = False  # every item will be wanted, so an engine may queue ahead
 
     def __init__(
-        self, callback: Callable[[Any], object] | None, error_callback: Callable[[BaseException], object] | None
+        self,
+        callback: Callable[[Any], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        engine: Engine | None = None,
     ) -> None:
         self.event = threading.Event()
         self.ok = False
         self.value: Any = None
         self._callback = callback
         self._error_callback = error_callback
+        self._engine = engine  # what runs it, to stop it when an awaiting task is cancelled
         self.gen = _forks.generation
+        self._watch_lock = threading.Lock()  # guards _ended and _watchers
+        self._ended = False
+        self._watchers: list[Callable[[], None]] = []  # awaiting coroutines (see _aio)
 
     def claim(self) -> bool:
         return True
+
+    def deliver(self, index: int, values: Sequence[Any]) -> None:
+        raise NotImplementedError  # each kind of outcome says how its items add up
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        raise NotImplementedError
 
     def drop(self, index: int, count: int) -> None:
         """Never cancelled, so never dropped."""
@@ -41,15 +56,37 @@ class Outcome:
     def flush(self) -> None:
         """Waiters were woken when the outcome was set."""
 
-    def _set(self, ok: bool, value: Any) -> None:
-        if self.event.is_set():
-            return
-        self.ok, self.value = ok, value
+    def _set(self, ok: bool, value: Any) -> bool:
+        """End with this outcome, unless ended already; False if it was."""
+        with self._watch_lock:
+            if self._ended:
+                return False
+            self._ended = True
+            self.ok, self.value = ok, value
+        # Callbacks run before waiters wake, as in the standard library, and outside the lock.
         if ok and self._callback is not None:
             run_callback(self._callback, value, "callback")
         elif not ok and self._error_callback is not None:
             run_callback(self._error_callback, value, "error_callback")
-        self.event.set()
+        with self._watch_lock:
+            self.event.set()
+            watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            watcher()
+        return True
+
+    def watch(self, watcher: Callable[[], None]) -> bool:
+        """Call ``watcher`` (any thread) once the outcome is set; True, and no call, if it is."""
+        with self._watch_lock:
+            if self.event.is_set():
+                return True
+            self._watchers.append(watcher)
+            return False
+
+    def stop(self) -> None:
+        """The awaiting task was cancelled: end as cancelled, and stop the work."""
+        if self._set(False, CancelledError()) and self._engine is not None:
+            self._engine.kill(self)
 
 
 class SingleJob(Outcome):
@@ -98,23 +135,128 @@ class AsyncResult(Generic[T]):
             return job.value  # type: ignore[no-any-return]
         raise job.value
 
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await result``: the value, or the call's error, without blocking the event loop.
+
+        Cancelling the awaiting task stops the call: its worker is killed if it is running
+        (and replaced), and the result ends with ``concurrent.futures.CancelledError``.
+        """
+        return self._wait().__await__()
+
+    async def _wait(self) -> T:
+        import asyncio  # here: a loop runs, so it is loaded; `import robustpool` stays lean
+
+        from . import _aio
+
+        job = self._job
+        if not job.event.is_set():
+            _forks.check(job.gen, "result")
+            try:
+                await _aio.wait(job.watch)
+            except asyncio.CancelledError:
+                job.stop()
+                raise
+        return self.get(0)
+
+
+class RobustFuture(Future[T]):
+    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running call.
+
+    Pending: cancelled as usual (and dropped from the engine's queue at once). Running, on
+    an engine that can stop running work: its worker is killed (process tree) and replaced,
+    the future ends cancelled, and nothing else is disturbed. The standard library's
+    ``cancel()`` does nothing to a running future; ours does, on purpose. ``await future``
+    works too, and cancelling the awaiting task cancels the future.
+    """
+
+    _job: FutureJob | None = None  # set by the facade that made it
+
+    def cancel(self) -> bool:
+        return self._cancel(running=True)
+
+    def _cancel(self, running: bool) -> bool:
+        # The base class's cancel, extended to RUNNING, and notifying waiters at once:
+        # as_completed() and wait() learn of a cancel only through their waiters, which the
+        # base class tells only when the executor reaches the future. We may never reach it
+        # (its chunk is dropped), so we tell them here. This uses the base class's state
+        # fields, the same in every Python we support.
+        job = self._job
+        stoppable = running and job is not None and job.stoppable
+        with self._condition:
+            state = self._state
+            if state in (futures_base.CANCELLED, futures_base.CANCELLED_AND_NOTIFIED):
+                return True
+            if state == futures_base.FINISHED or (state == futures_base.RUNNING and not stoppable):
+                return False
+            self._state = futures_base.CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
+        if job is not None:
+            job.stop()
+        return True
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> T:
+        import asyncio  # (see AsyncResult._wait)
+
+        from . import _aio
+
+        def watch(watcher: Callable[[], None]) -> bool:
+            self.add_done_callback(lambda _f: watcher())
+            return False
+
+        if not self.done():
+            try:
+                await _aio.wait(watch)
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+        if self.cancelled():
+            raise asyncio.CancelledError
+        return self.result()
+
 
 class FutureJob:
-    """The job of ``submit``: adapts a ``concurrent.futures.Future``."""
+    """The job of ``submit``: adapts a RobustFuture (or any ``concurrent.futures.Future``)."""
 
     cancellable = True
 
-    def __init__(self, future: Future[Any]) -> None:
+    def __init__(self, future: Future[Any], engine: Engine | None = None) -> None:
         self.future = future
         self._started = False
+        self._engine = engine
+        if isinstance(future, RobustFuture):
+            future._job = self
+
+    @property
+    def stoppable(self) -> bool:
+        """Whether a running call can be stopped (its engine can kill running work)."""
+        return self._engine is not None and bool(self._engine.capabilities & Capability.STOP_RUNNING)
+
+    def stop(self) -> None:
+        """The future was cancelled: drop the call, or stop it if it runs."""
+        engine = self._engine
+        if engine is None:
+            return
+        if self._started:
+            engine.kill(self)
+        else:
+            engine.cancel(self)
 
     def claim(self) -> bool:
         # Asked exactly when the task is about to be sent to a worker: that is the moment
-        # the future starts running, after which it can no longer be cancelled.
+        # the future starts running. A future cancelled meanwhile is dropped.
         if self._started:
             return True
         self._started = True
-        return self.future.set_running_or_notify_cancel()
+        try:
+            return self.future.set_running_or_notify_cancel()
+        except RuntimeError:  # cancelled (and its waiters told) by RobustFuture.cancel
+            return False
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
         with contextlib.suppress(InvalidStateError):
@@ -124,7 +266,8 @@ class FutureJob:
         try:
             if not self._started:
                 self._started = True
-                self.future.set_running_or_notify_cancel()
+                if not self.future.set_running_or_notify_cancel():
+                    return
             self.future.set_exception(exc)
         except (InvalidStateError, RuntimeError):
             pass
@@ -137,3 +280,4 @@ class FutureJob:
 
 
 AsyncResult.__module__ = "robustpool"  # as imported by users (see _errors)
+RobustFuture.__module__ = "robustpool"

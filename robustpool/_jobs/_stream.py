@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .. import _forks
@@ -88,6 +88,7 @@ class StreamJob:
         self._late: list[Any] = []  # results that arrived after close(), awaiting cleanup
         self._dirty = False  # outcomes arrived since the last flush
         self._closer_waiting = False  # a close() is waiting to clean late results itself
+        self._watchers: list[Callable[[], None]] = []  # awaiting coroutines (see _aio)
         self._hold = engine.hold()  # the engine waits for this job's input (see Hold)
         self.feed()
 
@@ -153,11 +154,11 @@ class StreamJob:
                         self._fed += 1
                         self._accounted += 1
                         self._store(self._fed - 1, False, error)
-                        self._cond.notify_all()
+                        self._notify_locked()
                 if self._input is None:
                     with self._cond:
                         self._length = self._fed
-                        self._cond.notify_all()
+                        self._notify_locked()
                     self._hold.release()
                 elif self._window() < window:
                     return  # the items are big: stop at the smaller window
@@ -186,7 +187,7 @@ class StreamJob:
                 # Closed while we read: these never reach the engine (close() did not
                 # wait for them either). They count as dropped.
                 self._accounted += count
-                self._cond.notify_all()
+                self._notify_locked()
                 chunks.clear()
                 return
         held = self._engine.submit(chunks)
@@ -238,7 +239,15 @@ class StreamJob:
         with self._cond:
             if self._dirty:
                 self._dirty = False
-                self._cond.notify_all()
+                self._notify_locked()
+
+    def _notify_locked(self) -> None:
+        """Wake the threads in next() and the coroutines awaiting news (under ``_cond``)."""
+        self._cond.notify_all()
+        if self._watchers:
+            watchers, self._watchers = self._watchers, []
+            for watcher in watchers:
+                watcher()  # posts to an event loop (see _aio): no user code, no lock of ours
 
     def _clean_late(self) -> list[Exception]:
         """Clean results that arrived after close; their errors are logged and returned."""
@@ -250,7 +259,7 @@ class StreamJob:
 
     # -- the consumer's side --
 
-    def next(self, timeout: float | None = None) -> Any:
+    def next(self, timeout: float | None = None, on_timeout: Callable[[], BaseException] = timeout_error) -> Any:
         _forks.check(self.gen, "imap iterator")
         self.feed()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -263,12 +272,39 @@ class StreamJob:
                     raise StopIteration
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise timeout_error()
+                    raise on_timeout()
                 self._cond.wait(remaining)
         ok, value = got
         if ok:
             return value
         raise value
+
+    def poll(self) -> tuple[bool, Any] | None:
+        """The next outcome as ``(ok, value)`` if one is there, else None, without waiting;
+        StopIteration at the end (the asynchronous iterator's step)."""
+        _forks.check(self.gen, "imap iterator")
+        self.feed()
+        with self._cond:
+            got = self._take()
+            if got is None and (self.closed or (self._length is not None and self._yielded >= self._length)):
+                raise StopIteration
+            return got
+
+    def watch(self, watcher: Callable[[], None]) -> bool:
+        """Call ``watcher`` (any thread) at the next news; True, and no call, if poll()
+        has something to say already."""
+        with self._cond:
+            if self._ready_locked():
+                return True
+            self._watchers.append(watcher)
+            return False
+
+    def _ready_locked(self) -> bool:
+        if self.closed or (self._length is not None and self._yielded >= self._length):
+            return True
+        if self._ordered:
+            return self._yielded in self._by_index
+        return bool(self._arrived)
 
     def _take(self) -> tuple[bool, Any] | None:
         got = self._by_index.pop(self._yielded, None) if self._ordered else self._arrived.popleft() if self._arrived else None
@@ -332,7 +368,7 @@ class StreamJob:
             buffered += [v for ok, v in self._arrived if ok]
             self._by_index.clear()
             self._arrived.clear()
-            self._cond.notify_all()
+            self._notify_locked()
         self._hold.release()
         # The input belongs to the thread feeding from it: drop it only if nobody is in
         # next() on it right now; otherwise that thread drops it when next() returns.

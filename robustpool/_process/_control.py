@@ -23,6 +23,8 @@ _MAX_FDS = 16
 
 # The reason WorkerExited carries when the supervisor killed the worker for its deadline.
 TIMEOUT = "timeout"
+# ... and when the owner had it killed because the task it ran was cancelled.
+CANCELLED = "cancelled"
 # Seconds between SIGTERM and SIGKILL when workers are stopped (terminate, or a close whose
 # workers did not quit when asked).
 TERM_GRACE = 1.0

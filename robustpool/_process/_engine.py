@@ -39,7 +39,9 @@ def _register_atexit() -> None:
 class ProcessEngine:
     """Runs chunks in supervised worker processes: every capability of ``_engine``."""
 
-    capabilities = Capability.KILL_ON_TIMEOUT | Capability.MEMORY_LIMIT | Capability.RECYCLE | Capability.PIDS
+    capabilities = (
+        Capability.KILL_ON_TIMEOUT | Capability.MEMORY_LIMIT | Capability.RECYCLE | Capability.PIDS | Capability.STOP_RUNNING
+    )
 
     def __init__(self, config: PoolConfig) -> None:
         self._config = config
@@ -100,6 +102,9 @@ class ProcessEngine:
 
     def cancel(self, job: Job) -> None:
         self._loop.cancel(job)
+
+    def kill(self, job: Job) -> None:
+        self._loop.kill(job)
 
     def batch_size(self, func: FuncRef, ahead: int) -> int:
         return self._loop.batch_size(func.func_id, ahead)

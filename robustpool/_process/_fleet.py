@@ -28,6 +28,7 @@ from .._errors import (
 from . import _launch
 from ._attribution import Outcome, SlotReading, read_slot, settle
 from ._control import (
+    CANCELLED,
     TIMEOUT,
     Goodbye,
     MemoryHigh,
@@ -186,11 +187,12 @@ class Fleet(WorkerIO):
         slot = read_slot(w.slot_view, w.inflight, w.pid)
         reason = msg.reason or w.broken or slot.fault_reason()
         expected = (w.state is WorkerState.QUITTING and msg.exitcode == 0) or self._stopping
+        cancelled = msg.reason == CANCELLED
         if not expected:
-            self._count_exit(msg.reason if msg.reason == TIMEOUT else describe_exitcode(msg.exitcode))
+            self._count_exit(msg.reason if msg.reason in (TIMEOUT, CANCELLED) else describe_exitcode(msg.exitcode))
             # A death during a task is reported to that task's caller too; one while idle
-            # is only seen here, so it is louder.
-            level = logging.INFO if slot.phase in BUSY else logging.WARNING
+            # is only seen here, so it is louder. One we asked for is no news.
+            level = logging.INFO if slot.phase in BUSY or cancelled else logging.WARNING
             who = f"worker {msg.pid}" if msg.pid else "a worker that was still starting"
             why = f" ({reason})" if reason and msg.reason != TIMEOUT else ""
             log.log(level, "robustpool: %s exited with %s%s", who, describe_exitcode(msg.exitcode), why)
@@ -199,9 +201,13 @@ class Fleet(WorkerIO):
                 self._fail_task(w.inflight.popleft(), PoolTerminatedError())
         requeue: list[Task] = []
         for t in w.inflight:
-            if slot.phase in BUSY and t.task_id == slot.task_id:
+            if t.cancelled:
+                self._drop(t.job, t.start + t.received, t.count - t.received)
+            elif slot.phase in BUSY and t.task_id == slot.task_id and not cancelled:
                 requeue += self._blame(t, msg, slot, reason)
             else:
+                # Never started; or killed for a cancelled task it had just finished
+                # (the kill landed in the next one): nobody's doing, no attempt counted.
                 requeue += t.rest()
         w.inflight.clear()
         self._queued.extendleft(reversed(requeue))

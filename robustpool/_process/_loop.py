@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
+import signal
 import threading
 import time
 from collections import deque
@@ -44,6 +45,7 @@ from .._errors import (
 from .._stats import PoolStats, WorkerStats
 from ._attribution import owes_items
 from ._control import (
+    CANCELLED,
     TERM_GRACE,
     Shutdown,
 )
@@ -131,6 +133,9 @@ class Loop(Fleet):
 
     def cancel(self, job: Job) -> None:
         self.call(lambda: self._drop_queued(job))
+
+    def kill(self, job: Job) -> None:
+        self.call(lambda: self._stop_job(job))
 
     def batch_size(self, func_id: int, ahead: int) -> int:
         return self._estimates.batch_size(func_id, ahead, self.settings.processes)
@@ -305,6 +310,27 @@ class Loop(Fleet):
             else:
                 keep.append(t)
         self._queued = keep
+
+    def _stop_job(self, job: Job) -> None:
+        """Drop ``job``'s queued tasks, and kill each worker running one of its tasks.
+
+        Only a worker whose oldest task is the job's can be running it: that worker is
+        killed (its process group) and replaced at once. The job's tasks queued behind
+        other work are marked, and dropped wherever they end: run to the end (the job
+        ignores the result) or sent back by a death.
+        """
+        self._drop_queued(job)
+        for w in list(self._workers.values()):
+            mine = [t for t in w.inflight if t.job is job]
+            if not mine:
+                continue
+            for t in mine:
+                t.cancelled = True
+            if w.inflight[0].job is job and w.state is not WorkerState.QUITTING:
+                w.state = WorkerState.DRAINING  # no new work; its exit is counted as cancelled
+                self._kill(w, signal.SIGKILL, CANCELLED)
+                self._recount = True
+        self._reconcile()
 
     def _begin_close(self) -> None:
         self._closing = True

@@ -56,6 +56,7 @@ class Task:
     task_id: int = field(default_factory=lambda: next(_task_ids))
     attempts: list[tuple[int, int | None]] = field(default_factory=list)
     received: int = 0  # items whose outcome arrived (a stream task's arrive one by one)
+    cancelled: bool = False  # its job was stopped (Engine.kill): drop it, whatever happens
 
     @property
     def count(self) -> int:

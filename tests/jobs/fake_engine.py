@@ -105,6 +105,7 @@ class FakeEngine:
         self.pending: list[Chunk] = []  # submitted, not started
         self.running: list[Chunk] = []  # claimed, outcomes not all reported
         self.cancels: list[Job] = []
+        self.kills: list[Job] = []
         self.holds: list[FakeHold] = []
         self.batch_calls: list[tuple[FuncRef, int]] = []
         self.closed = 0
@@ -141,6 +142,14 @@ class FakeEngine:
         with Burst() as burst:
             for c in dropped:
                 burst.drop(job, c.start, len(c.items))
+
+    def kill(self, job: Job) -> None:
+        """Drops the job's pending chunks (as cancel) and forgets its running ones: their
+        outcomes are never reported (a killed worker sends nothing)."""
+        with self._lock:
+            self.kills.append(job)
+            self.running = [c for c in self.running if c.job is not job]
+        self.cancel(job)
 
     def batch_size(self, func: FuncRef, ahead: int) -> int:
         with self._lock:

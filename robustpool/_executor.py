@@ -1,0 +1,229 @@
+"""RobustExecutor: the ``concurrent.futures.Executor`` API over an engine.
+
+The same engine and lifecycle core as ``RobustPool`` (see ``_core``); what differs is the
+vocabulary of ``concurrent.futures``: ``submit`` returns a real ``Future`` (a RobustFuture),
+``map`` returns a lazy generator, ``shutdown`` ends it.
+
+Deliberate differences from ``ProcessPoolExecutor`` (documented in docs/executor.md):
+
+* a worker's death fails only the future of the task it ran (WorkerLostError); the
+  executor is never broken by it;
+* ``cancel()`` of a running future stops it: its worker is killed and replaced;
+* ``map`` reads its input lazily, a bounded window ahead of the consumer (as 3.14's
+  ``buffersize=``), and takes ``cleanup=`` as ``imap`` does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, final
+
+from . import _forks
+from ._calls import Mode
+from ._config import EXECUTOR_NAMES, PoolConfig, check_callable, positive_int
+from ._core import PoolCore, State, refuse_unsupported
+from ._engine import Engine
+from ._jobs._iterators import IMapIterator
+from ._jobs._single import RobustFuture
+from ._jobs._stream import StreamJob
+from ._process._engine import ProcessEngine
+from ._stats import PoolStats
+
+R = TypeVar("R")
+P = ParamSpec("P")
+
+
+@final
+class RobustExecutor(Executor):
+    """A process pool executor that survives dying workers.
+
+    ``max_workers`` defaults to ``os.cpu_count()``; ``mp_context`` picks how the supervisor
+    starts (as ``RobustPool``'s ``context``); ``initializer(*initargs)`` runs once in every
+    worker, and if it fails in three fresh workers in a row the executor is broken and
+    fails futures with InitializerError (also a ``concurrent.futures.BrokenExecutor``);
+    ``max_tasks_per_child`` recycles a worker after that many tasks. Keyword-only, as on
+    ``RobustPool``: ``task_timeout``, ``retries``, ``memory_limit``, ``start_method``,
+    ``buffersize`` (chunks ``map`` keeps ahead of its consumer) and ``close_timeout``.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        max_tasks_per_child: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        memory_limit: int | str | None = None,
+        start_method: str | None = None,
+        buffersize: int | None = None,
+        close_timeout: float | None = 10.0,
+    ) -> None:
+        config = PoolConfig.build(
+            max_workers,
+            initializer,
+            initargs,
+            max_tasks_per_child,
+            mp_context,
+            task_timeout=task_timeout,
+            retries=retries,
+            memory_limit=memory_limit,
+            start_method=start_method,
+            buffersize=buffersize,
+            close_timeout=close_timeout,
+            names=EXECUTOR_NAMES,
+        )
+        self._config = config
+        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
+        self._engine: Engine = ProcessEngine(config)
+        self._core = PoolCore(self._engine)
+        # Futures not done yet, for shutdown(cancel_futures=True); guarded by _lock, which
+        # also orders submit() against shutdown().
+        self._lock = threading.Lock()
+        self._pending: weakref.WeakSet[RobustFuture[Any]] = weakref.WeakSet()
+
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+        """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
+
+        Its ``cancel()`` stops the call even while it runs (the worker is killed and
+        replaced); it can be awaited. RuntimeError after ``shutdown()``."""
+        check_callable(fn, "fn")
+        with self._lock:
+            self._check_open()
+            future = self._core.submit(fn, args, kwargs, self._config.task_timeout)
+            if not future.done():
+                self._pending.add(future)
+        return future
+
+    def _check_open(self) -> None:
+        _forks.check(self._core.gen, "executor")
+        if self._core.state is not State.RUNNING:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        broken = self._engine.broken
+        if broken is not None and self._engine.finished:
+            raise broken
+
+    def map(  # cleanup= is ours; the rest is Executor.map (buffersize= as in 3.14)
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        cleanup: Callable[[R], object] | None = None,
+    ) -> Iterator[R]:
+        """Lazily apply ``fn`` to the items of ``iterables`` in parallel (as ``zip``);
+        results in order.
+
+        ``timeout`` counts from this call, as in the standard library: a result not ready
+        by then raises ``TimeoutError``. The input is read a window of ``buffersize`` chunks
+        ahead of the consumer. An error is raised at its item's position and ends the
+        iteration. Leaving the iteration early (or its error) cancels what has not started
+        and passes every computed result nobody received to ``cleanup``, exactly once.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        check_callable(fn, "fn")
+        positive_int("chunksize", chunksize)
+        if buffersize is not None:
+            positive_int("buffersize", buffersize)
+        if cleanup is not None:
+            check_callable(cleanup, "cleanup")
+        with self._lock:
+            self._check_open()
+            ref = self._engine.function(fn)
+            window = buffersize or self._config.buffersize
+            config = self._config
+            items = zip(*iterables, strict=False)  # the shortest input ends it, as in the standard library
+            job = StreamJob(
+                self._engine, ref, Mode.STAR, items, chunksize, window, True, cleanup, config.close_timeout, config.task_timeout
+            )  # fmt: skip
+            it: IMapIterator[R] = IMapIterator(job)
+            self._core.track(it, job)
+        return _results(it, job, deadline)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no new work; with ``wait``, return once every worker has exited.
+
+        ``cancel_futures`` cancels the futures that have not started (their waiters wake at
+        once) and closes the live ``map`` iterators (cleaning what they hold); running
+        futures finish. Calling it again is harmless."""
+        with self._lock:
+            self._core.close()
+            pending = list(self._pending) if cancel_futures else []
+        for future in pending:
+            future._cancel(running=False)
+        if cancel_futures:
+            self._core.close_streams()
+        if wait:
+            self._core.join()
+
+    def __enter__(self) -> RobustExecutor:
+        with self._lock:
+            self._check_open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._core.gen != _forks.generation:
+            return  # a forked child leaving the owner's with block
+        self.shutdown(wait=True)
+
+    async def __aenter__(self) -> RobustExecutor:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        """As ``__exit__``, in a thread: the event loop goes on while the executor shuts down."""
+        import asyncio  # a loop runs, so it is loaded already
+
+        await asyncio.to_thread(self.__exit__, exc_type, exc, tb)
+
+    def __del__(self) -> None:
+        core = getattr(self, "_core", None)
+        if core is None or core.gen != _forks.generation:
+            return
+        if core.state is State.RUNNING:
+            # As ProcessPoolExecutor: a dropped executor finishes what was submitted.
+            core.close()
+
+    def __repr__(self) -> str:
+        core = getattr(self, "_core", None)
+        state = "running" if core is not None and core.state is State.RUNNING else "shut down"
+        return f"<{type(self).__name__} state={state} max_workers={self._config.processes}>"
+
+    # -- introspection --
+
+    def stats(self) -> PoolStats:
+        """A frozen snapshot, as ``RobustPool.stats()``."""
+        self._core.check_owner()
+        return self._engine.stats()
+
+    @property
+    def max_workers(self) -> int:
+        return self._config.processes
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the workers alive right now (for tests and diagnostics)."""
+        return self._engine.pids()
+
+
+def _results(it: IMapIterator[R], job: StreamJob, deadline: float | None) -> Generator[R, None, None]:
+    """The generator ``map`` returns: ``it``'s results by ``deadline``; closed when left."""
+    try:
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                value = job.next(timeout, TimeoutError)
+            except StopIteration:
+                return
+            yield value
+    finally:
+        it.close()
+
+
+RobustExecutor.__module__ = "robustpool"  # as imported by users (see _errors)
