@@ -22,3 +22,34 @@ def test_demo_attributes_the_death_and_carries_on() -> None:
     assert done.returncode == 0, done.stderr
     assert "19 results delivered, 1 attributed failure" in done.stdout
     assert "died from SIGKILL (-9) while running task #7 work(7)" in done.stdout
+
+
+def _run_example(name: str) -> str:
+    script = ROOT / "docs" / "examples" / name
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_executor_example_fails_one_future_and_stops_a_cancelled_one() -> None:
+    out = _run_example("executor_as_completed.py")
+    assert "99 results, lost: [(37, 'SIGKILL')]" in out
+    assert "the executor goes on: square(12) = 144" in out
+    assert "cancel() of a running future: True, cancelled: True" in out
+    assert "'cancelled': 1" in out
+
+
+def test_asyncio_example_awaits_everything_and_never_blocks_the_loop() -> None:
+    out = _run_example("asyncio_pool.py")
+    for line in (
+        "apply_async: 49",
+        "map_async: [0, 1, 4, 9, 16]",
+        "submit: 81",
+        "50 awaited at once: 50 results",
+        "async for: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]",
+        "wait_for timed out; the 60 s task was stopped",
+        "the pool goes on: 144",
+    ):
+        assert line in out
+    gap_ms = int(out.rsplit("the longest gap ", 1)[1].split()[0])
+    assert gap_ms < 1000, out  # the loop was never blocked for long (pool start included)
