@@ -2,13 +2,17 @@
 
 Every in-process case builds a fresh pool of ``workers`` processes, warms it (every worker
 has run a task, so imports and process start-up are not timed) and times only the
-operation. ``startup`` times construction up to the first result instead. ``recovery`` and
+operation. ``calls`` and ``async_calls`` time single calls issued one by one through each
+peer's own single-call API (see ``peers``), blocking and awaited; robustpool's other APIs
+(``RobustPool.submit``, ``RobustExecutor``) are rows of their own there, compared with
+``ProcessPoolExecutor``. ``startup`` times construction up to the first result instead. ``recovery`` and
 ``imap_memory`` run in fresh child processes (see ``child.py``) because a peer may hang or
 break there, and because peak RSS is per process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -18,7 +22,8 @@ from dataclasses import dataclass, field
 from . import procs
 from .config import Config
 from .deadline import deadline
-from .peers import CLOSE_TIMEOUT, ROBUSTPOOL, STDLIB, PeerSpec, PoolHandle, mp_default_chunksize
+from .peers import CLOSE_TIMEOUT, PEERS, PPE, ROBUSTPOOL, STDLIB, PeerSpec, PoolHandle, mp_default_chunksize, variants
+from .report import format_value
 from .results import Outcome, Row
 from .work import double, echo, noop, spin, warm
 
@@ -161,6 +166,37 @@ def payload_1mb(peer: PeerSpec, ctx: Context) -> Outcome:
     return Outcome(n * size / MIB / elapsed)
 
 
+def calls(peer: PeerSpec, ctx: Context) -> Outcome:
+    """20,000 single calls issued one by one (the peer's apply_async or submit), then every result taken."""
+    n = ctx.config.size(20_000, 50)
+    with fresh_pool(peer, ctx) as (pool, _):
+        issue, take = pool.caller()
+        start = time.perf_counter()
+        pending = [issue(noop, i) for i in range(n)]
+        out = [take(p) for p in pending]
+        elapsed = time.perf_counter() - start
+    _expect(out == list(range(n)), "single calls returned wrong results")
+    return Outcome(n / elapsed)
+
+
+def async_calls(peer: PeerSpec, ctx: Context) -> Outcome:
+    """The same calls issued one by one from a coroutine, awaited together with ``asyncio.gather``."""
+    n = ctx.config.size(20_000, 50)
+
+    async def gathered(pool: PoolHandle) -> tuple[float, list[object]]:
+        issue = pool.async_caller()
+        if issue is None:
+            raise TypeError(f"{peer.label} has no awaitable single call")
+        start = time.perf_counter()
+        out = await asyncio.gather(*[issue(noop, i) for i in range(n)])
+        return time.perf_counter() - start, out
+
+    with fresh_pool(peer, ctx) as (pool, _):
+        elapsed, out = asyncio.run(gathered(pool))
+    _expect(out == list(range(n)), "awaited calls returned wrong results")
+    return Outcome(n / elapsed)
+
+
 def startup(peer: PeerSpec, ctx: Context) -> Outcome:
     with fresh_pool(peer, ctx, warmed=False) as (pool, start):
         value = pool.apply(noop, 7)
@@ -231,6 +267,20 @@ def _per_item_detail(row: Row, ctx: Context) -> str:
     return f"{1e6 / median:.0f} µs per item" if median else ""
 
 
+def _calls_detail(row: Row, ctx: Context) -> str:
+    """Time per call, the spread of the repeats, and the speed-up over the stdlib reference."""
+    median = row.median
+    if not median:
+        return ""
+    parts = [f"{1e6 / median:.1f} µs per call"]
+    values = row.values
+    if len(values) > 1:
+        parts.append(f"repeats {format_value(min(values))}-{format_value(max(values))}/s")
+    if row.ratio_stdlib and row.reference and row.reference != row.peer:
+        parts.append(f"{1 / row.ratio_stdlib:.2f}x the calls/s of {row.reference}")
+    return "; ".join(parts)
+
+
 def _cpu_detail(row: Row, ctx: Context) -> str:
     median = row.median
     if median is None or ctx.ideal_rate <= 0:
@@ -272,7 +322,14 @@ class Case:
     about: str
     measure: Callable[[PeerSpec, Context], Outcome]
     summarize: Callable[[Row, Context], str] = _no_detail
-    only_peers: tuple[str, ...] = ()  # empty: every peer
+    only_peers: tuple[str, ...] = ()  # empty: every peer (but a variant only in the cases it names)
+    reference: str = STDLIB  # the "x stdlib" peer of the rows whose own twin did not run here
+
+    def runs(self, peer: PeerSpec) -> bool:
+        """Whether ``peer`` is measured in this case."""
+        if peer.only_cases and self.name not in peer.only_cases:
+            return False
+        return not self.only_peers or peer.key in self.only_peers
 
 
 CASES: dict[str, Case] = {
@@ -286,6 +343,24 @@ CASES: dict[str, Case] = {
             "imap(x*2, range(20_000), chunksize=1): per-task overhead",
             tiny_imap_c1,
             _per_item_detail,
+        ),
+        Case(
+            "calls",
+            "calls/s",
+            True,
+            "20,000 single calls f(i) (apply_async or submit) issued one by one, then every result taken",
+            calls,
+            _calls_detail,
+        ),
+        Case(
+            "async_calls",
+            "calls/s",
+            True,
+            "the same 20,000 calls issued from one coroutine as awaitables (PPE: loop.run_in_executor), gathered",
+            async_calls,
+            _calls_detail,
+            only_peers=(ROBUSTPOOL, *(v.key for v in variants(PEERS[ROBUSTPOOL])), PPE, "loky", "pebble"),
+            reference=PPE,
         ),
         Case("cpu_1ms", "tasks/s", True, "2,000 tasks of ~1 ms pure-Python work, chunksize 1", cpu_1ms, _cpu_detail),
         Case("payload_1MB", "MiB/s", True, "300 tasks echoing 1 MiB of bytes, chunksize 1", payload_1mb),

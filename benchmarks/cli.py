@@ -27,7 +27,13 @@ def parse(argv: list[str] | None = None) -> tuple[configuration.Config, Path | N
         help="repeats per case (default 5, 3 with --quick); tiny_imap_c1 and recovery are capped at 3, imap_memory at 1",
     )
     parser.add_argument("--cases", type=_names, default=(), help=f"comma-separated, from: {', '.join(CASES)}")
-    parser.add_argument("--peers", type=_names, default=(), help=f"comma-separated, from: {', '.join(PEERS)}")
+    parser.add_argument(
+        "--peers",
+        type=_names,
+        default=(),
+        help=f"comma-separated, from: {', '.join(PEERS)} (robustpool brings its variants robustpool-submit and"
+        " robustexecutor, measured in the calls cases only)",
+    )
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the results as Markdown to FILE")
     parser.add_argument(
         "--quick", action="store_true", help="a ~1 minute run: a tenth of the sizes, 3 repeats, 5 s recovery limit"

@@ -3,7 +3,9 @@
 For each case, repeat ``r`` runs the peers in the order rotated by ``r`` (so no peer always
 goes first and slow drift on the machine hits every peer alike). A peer that hangs or
 breaks in a case is not run again in that case. Each measurement is bounded by a deadline.
-The medians are then compared with the best peer and with ``multiprocessing.Pool``.
+The medians are then compared with the best peer and with the standard library: each peer's
+``twin`` (``multiprocessing.Pool``, or ``ProcessPoolExecutor`` for robustpool's
+concurrent.futures variants) when it ran in the case, else the case's ``reference``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .cases import CASES, Case, Context, prepare
 from .config import Config
 from .deadline import DeadlineExceeded, deadline
 from .machine import describe
-from .peers import PEERS, STDLIB, PeerSpec, resolve
+from .peers import PEERS, PPE, PeerSpec, resolve, variants
 from .results import Outcome, Report, Row
 
 
@@ -31,8 +33,13 @@ def select_cases(names: tuple[str, ...]) -> list[Case]:
 
 
 def select_peers(names: tuple[str, ...], notes: list[str]) -> list[PeerSpec]:
-    """The requested peers (all by default) that are installed; a note for each one skipped."""
-    wanted = [resolve(n) for n in names] if names else list(PEERS.values())
+    """The requested peers (all by default) and their variants that are installed; a note for
+    each one skipped."""
+    wanted: list[PeerSpec] = []
+    for spec in [resolve(n) for n in names] if names else list(PEERS.values()):
+        for one in (spec, *variants(spec)):
+            if one not in wanted:
+                wanted.append(one)
     chosen = []
     for spec in wanted:
         reason = spec.missing()
@@ -76,7 +83,7 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
     machine = describe(peers)
     rows: list[Row] = []
     for case in cases:
-        case_peers = [p for p in peers if not case.only_peers or p.key in case.only_peers]
+        case_peers = [p for p in peers if case.runs(p)]
         case_rows = {p.key: Row(case.name, p.label, case.unit, case.higher_is_better) for p in case_peers}
         stopped: set[str] = set()
         repeats = config.repeats_for(case.name)
@@ -91,7 +98,7 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
                     stopped.add(peer.key)
                 shown = f"{outcome.value:,.1f} {case.unit}" if outcome.ok and outcome.value is not None else outcome.status
                 _progress(progress, f"[{time.monotonic() - started:6.1f}s] {case.name} {r + 1}/{repeats} {peer.label}: {shown}")
-        _rank(list(case_rows.values()), case_rows.get(STDLIB))
+        _rank(case_rows, {p.key: p for p in case_peers}, case.reference)
         for row in case_rows.values():
             row.detail = case.summarize(row, ctx)
         rows += case_rows.values()
@@ -101,14 +108,18 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
     return Report(rows, machine, notes, time.monotonic() - started, about)
 
 
-def _rank(rows: list[Row], stdlib: Row | None) -> None:
-    medians = [row.median for row in rows if row.median is not None]
+def _rank(rows: dict[str, Row], peers: dict[str, PeerSpec], reference: str) -> None:
+    """Fill in each row's ratios: to the best median, and to its stdlib twin's (or ``reference``'s)."""
+    medians = [row.median for row in rows.values() if row.median is not None]
     if not rows or not medians:
         return
-    best = max(medians) if rows[0].higher_is_better else min(medians)
-    for row in rows:
+    best = max(medians) if next(iter(rows.values())).higher_is_better else min(medians)
+    for key, row in rows.items():
         row.ratio_best = row.slowdown(best)
-        row.ratio_stdlib = row.slowdown(stdlib.median) if stdlib is not None else None
+        stdlib = rows.get(peers[key].twin) or rows.get(reference)
+        if stdlib is not None:
+            row.reference = stdlib.peer
+            row.ratio_stdlib = row.slowdown(stdlib.median)
 
 
 def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> list[str]:
@@ -128,6 +139,21 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
         notes.append(
             "chunksize-1 cases: Pool.imap (robustpool, mp.Pool), Executor.map(chunksize=1) (PPE, loky),"
             " pool.map(chunksize=1).result() (pebble), WorkerPool.imap(chunk_size=1) (mpire)"
+        )
+    if names & {"calls", "async_calls"}:
+        twins = [p.label for p in peers if p.twin == PPE]
+        notes.append(
+            "calls: f(i) = i issued one by one, the peer's handles kept, then every result taken: apply_async + get"
+            " (robustpool, mp.Pool, mpire), submit + result (robustpool.submit = RobustPool.submit, RobustExecutor, PPE, loky),"
+            " schedule + result (pebble)"
+        )
+        if twins:
+            notes.append(f"calls cases: x stdlib of {' and '.join(twins)} is against PPE (the same concurrent.futures API)")
+    if "async_calls" in names:
+        notes.append(
+            "async_calls: inside one asyncio.run, asyncio.gather of the awaitables issued one by one: robustpool's"
+            " AsyncResult / RobustFuture awaited as they are; loop.run_in_executor(executor, f, i) for PPE and loky;"
+            " asyncio.wrap_future(schedule(...)) for pebble; x stdlib is against PPE (mp.Pool and mpire have no awaitable call)"
         )
     if "recovery" in names:
         notes.append(

@@ -38,7 +38,8 @@ def describe(peers: list[PeerSpec]) -> dict[str, str]:
         "multiprocessing default start method": multiprocessing.get_all_start_methods()[0],
     }
     for spec in peers:
-        info[spec.label] = spec.version()
+        if spec.variant_of is None:  # a variant is the same package as its peer
+            info[spec.label] = spec.version()
     for dist in ("cloudpickle", "tblib", "psutil"):
         try:
             info[dist] = importlib.metadata.version(dist)

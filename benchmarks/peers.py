@@ -15,6 +15,21 @@ Mapping of the operations onto each peer's own API:
   repeat gets a fresh one;
 * mpire's ``WorkerPool`` is built with ``keep_alive=True`` so its workers outlive one call,
   like every other pool here.
+
+The ``calls`` cases issue single calls one by one: ``caller()`` gives the peer's own
+single-call API as an (issue, take) pair, looked up once per batch of calls;
+``async_caller()`` gives an awaitable single call (None when the peer has none):
+
+* ``apply_async(f, (x,))`` + ``get()`` for robustpool, multiprocessing and mpire;
+  ``submit(f, x)`` + ``result()`` for concurrent.futures, loky, and robustpool's variants
+  ``robustpool.submit`` (``RobustPool.submit``) and ``RobustExecutor``;
+  ``schedule(f, args=(x,))`` + ``result()`` for pebble;
+* awaited: robustpool's ``AsyncResult`` and futures themselves (both are awaitable);
+  ``loop.run_in_executor(executor, f, x)`` for concurrent.futures and loky;
+  ``asyncio.wrap_future(pool.schedule(...))`` for pebble; none for multiprocessing and mpire.
+
+A *variant* (``variant_of``) is another API of a peer, measured as a row of its own in the
+cases it names (``only_cases``); selecting the peer selects its variants too.
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import math
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,11 +48,25 @@ from typing import Any, Protocol
 # How long a graceful close may wait for workers before it gives up (the handle is then killed).
 CLOSE_TIMEOUT = 10.0
 
+ROBUSTPOOL = "robustpool"
+STDLIB = "multiprocessing"
+PPE = "ppe"
+CALL_CASES = ("calls", "async_calls")  # the cases of robustpool's variants
+
 
 class Waiter(Protocol):
     """The result of one submitted task."""
 
     def get(self) -> Any: ...
+
+
+# One call f(x) issued: returns the peer's handle of it (a result, a future, an awaitable).
+Issue = Callable[[Callable[[Any], Any], Any], Any]
+# The value of an issued call, waiting for it.
+Take = Callable[[Any], Any]
+
+_get = operator.methodcaller("get")
+_result = operator.methodcaller("result")
 
 
 class _FutureWaiter:
@@ -66,6 +96,15 @@ class PoolHandle(abc.ABC):
         """Run one task and return its result."""
         return self.submit(func, *args).get()
 
+    def caller(self) -> tuple[Issue, Take]:
+        """The peer's single-call API: ``issue(f, x)`` starts ``f(x)``, ``take(h)`` waits for its value."""
+        return self.submit, _get
+
+    def async_caller(self) -> Issue | None:
+        """``issue(f, x)`` returning an awaitable of ``f(x)``; called inside the running loop.
+        None: the peer has no awaitable single call."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Graceful shutdown: let the workers exit and wait for them (bounded)."""
@@ -90,12 +129,60 @@ class RobustPoolHandle(PoolHandle):
     def submit(self, func: Callable[..., Any], *args: Any) -> Waiter:
         return self._pool.apply_async(func, args)
 
+    def caller(self) -> tuple[Issue, Take]:
+        apply_async = self._pool.apply_async
+        return (lambda f, x: apply_async(f, (x,))), _get
+
+    def async_caller(self) -> Issue | None:
+        apply_async = self._pool.apply_async
+        return lambda f, x: apply_async(f, (x,))  # an AsyncResult is awaitable
+
     def close(self) -> None:
         self._pool.close()
         self._pool.join(CLOSE_TIMEOUT)
 
     def kill(self) -> None:
         self._pool.terminate()
+
+
+class RobustPoolSubmitHandle(RobustPoolHandle):
+    """robustpool's ``RobustPool.submit``: a RobustFuture per call (awaitable too)."""
+
+    def caller(self) -> tuple[Issue, Take]:
+        return self._pool.submit, _result
+
+    def async_caller(self) -> Issue | None:
+        return self._pool.submit
+
+
+class RobustExecutorHandle(PoolHandle):
+    """robustpool's ``RobustExecutor``: the concurrent.futures API over the same engine."""
+
+    def __init__(self, workers: int) -> None:
+        from robustpool import RobustExecutor
+
+        self._executor = RobustExecutor(workers)
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
+        return list(self._executor.map(func, items, chunksize=chunksize or 1))
+
+    def imap(self, func: Callable[[Any], Any], items: Iterable[Any], chunksize: int) -> Iterator[Any]:
+        return iter(self._executor.map(func, items, chunksize=chunksize))
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> Waiter:
+        return _FutureWaiter(self._executor.submit(func, *args))
+
+    def caller(self) -> tuple[Issue, Take]:
+        return self._executor.submit, _result
+
+    def async_caller(self) -> Issue | None:
+        return self._executor.submit  # a RobustFuture is awaitable
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def kill(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 class MultiprocessingHandle(PoolHandle):
@@ -112,6 +199,10 @@ class MultiprocessingHandle(PoolHandle):
 
     def submit(self, func: Callable[..., Any], *args: Any) -> Waiter:
         return self._pool.apply_async(func, args)
+
+    def caller(self) -> tuple[Issue, Take]:
+        apply_async = self._pool.apply_async
+        return (lambda f, x: apply_async(f, (x,))), _get
 
     def close(self) -> None:
         # Pool.join() takes no timeout; the caller's deadline bounds it.
@@ -142,6 +233,16 @@ class ExecutorHandle(PoolHandle):
 
     def submit(self, func: Callable[..., Any], *args: Any) -> Waiter:
         return _FutureWaiter(self._get().submit(func, *args))
+
+    def caller(self) -> tuple[Issue, Take]:
+        return self._get().submit, _result
+
+    def async_caller(self) -> Issue | None:
+        import asyncio
+
+        executor = self._get()
+        run_in_executor = asyncio.get_running_loop().run_in_executor
+        return lambda f, x: run_in_executor(executor, f, x)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -183,6 +284,17 @@ class PebbleHandle(PoolHandle):
     def submit(self, func: Callable[..., Any], *args: Any) -> Waiter:
         return _FutureWaiter(self._pool.schedule(func, args=args))
 
+    def caller(self) -> tuple[Issue, Take]:
+        schedule = self._pool.schedule
+        return (lambda f, x: schedule(f, args=(x,))), _result
+
+    def async_caller(self) -> Issue | None:
+        import asyncio
+
+        schedule = self._pool.schedule
+        loop = asyncio.get_running_loop()
+        return lambda f, x: asyncio.wrap_future(schedule(f, args=(x,)), loop=loop)
+
     def close(self) -> None:
         self._pool.close()
         self._pool.join(CLOSE_TIMEOUT)
@@ -214,6 +326,10 @@ class MpireHandle(PoolHandle):
         waiter: Waiter = self._pool.apply_async(func, args)
         return waiter
 
+    def caller(self) -> tuple[Issue, Take]:
+        apply_async = self._pool.apply_async
+        return (lambda f, x: apply_async(f, (x,))), _get
+
     def close(self) -> None:
         self._pool.stop_and_join()
 
@@ -232,6 +348,11 @@ class PeerSpec:
     factory: Callable[[int], PoolHandle]
     default_chunksize: bool = True  # map() picks a multiprocessing-like chunksize by itself
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The stdlib peer with the same API, the reference of the "x stdlib" column when it ran
+    # in the case (else the case's own reference).
+    twin: str = STDLIB
+    variant_of: str | None = None  # another API of that peer: selected with it
+    only_cases: tuple[str, ...] = ()  # empty: every case
 
     def missing(self) -> str | None:
         """Why the peer cannot run here, or None when it can."""
@@ -262,15 +383,32 @@ def mp_default_chunksize(n: int, workers: int) -> int:
     return max(1, math.ceil(n / (4 * workers)))
 
 
-ROBUSTPOOL = "robustpool"
-STDLIB = "multiprocessing"
-
 PEERS: dict[str, PeerSpec] = {
     spec.key: spec
     for spec in (
         PeerSpec(ROBUSTPOOL, "robustpool", "robustpool", "robustpool", RobustPoolHandle),
+        PeerSpec(
+            "robustpool-submit",
+            "robustpool.submit",
+            "robustpool",
+            "robustpool",
+            RobustPoolSubmitHandle,
+            twin=PPE,
+            variant_of=ROBUSTPOOL,
+            only_cases=CALL_CASES,
+        ),
+        PeerSpec(
+            "robustexecutor",
+            "RobustExecutor",
+            "robustpool",
+            "robustpool",
+            RobustExecutorHandle,
+            twin=PPE,
+            variant_of=ROBUSTPOOL,
+            only_cases=CALL_CASES,
+        ),
         PeerSpec(STDLIB, "mp.Pool", "multiprocessing", None, MultiprocessingHandle),
-        PeerSpec("ppe", "PPE", "concurrent.futures", None, ExecutorHandle, default_chunksize=False),
+        PeerSpec(PPE, "PPE", "concurrent.futures", None, ExecutorHandle, default_chunksize=False),
         PeerSpec(
             "loky",
             "loky",
@@ -278,7 +416,10 @@ PEERS: dict[str, PeerSpec] = {
             "loky",
             LokyHandle,
             default_chunksize=False,
-            notes=("loky: get_reusable_executor(max_workers=2) fetched for every call; it replaces a broken executor",),
+            notes=(
+                "loky: get_reusable_executor(max_workers=2) fetched for every call (once per batch in the calls cases);"
+                " it replaces a broken executor",
+            ),
         ),
         PeerSpec("pebble", "pebble", "pebble", "Pebble", PebbleHandle, default_chunksize=False),
         PeerSpec(
@@ -295,7 +436,15 @@ PEERS: dict[str, PeerSpec] = {
     )
 }
 
-ALIASES = {"mp": STDLIB, "mp.pool": STDLIB, "stdlib": STDLIB, "concurrent.futures": "ppe", "processpoolexecutor": "ppe"}
+ALIASES = {
+    "mp": STDLIB,
+    "mp.pool": STDLIB,
+    "stdlib": STDLIB,
+    "concurrent.futures": PPE,
+    "processpoolexecutor": PPE,
+    "robustpool.submit": "robustpool-submit",
+    "robustpool-executor": "robustexecutor",
+}
 
 
 def resolve(name: str) -> PeerSpec:
@@ -306,3 +455,8 @@ def resolve(name: str) -> PeerSpec:
         if wanted in (spec.key, spec.label.lower()):
             return spec
     raise KeyError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
+
+
+def variants(spec: PeerSpec) -> list[PeerSpec]:
+    """The other APIs of ``spec`` measured as peers of their own (selected with it)."""
+    return [other for other in PEERS.values() if other.variant_of == spec.key]

@@ -41,6 +41,7 @@ class Row:
     detail: str = ""  # case-specific text, filled in by the case's summarize()
     ratio_best: float | None = None
     ratio_stdlib: float | None = None
+    reference: str | None = None  # the label of the stdlib row ratio_stdlib compares with
 
     @property
     def values(self) -> list[float]:

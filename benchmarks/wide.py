@@ -54,7 +54,7 @@ def _measure(kind: str, workers: int, tasks: int, idle: float) -> dict[str, floa
         assert pool.map(noop, range(tasks), chunksize=1) == list(range(tasks))
         out["tasks"] = time.perf_counter() - t1
         if kind == "robustpool" and idle > 0:
-            sup = psutil.Process(pool.supervisor_pid)  # type: ignore[attr-defined]
+            sup = psutil.Process(pool.supervisor_pid)
             before = sup.cpu_times()
             time.sleep(idle)
             after = sup.cpu_times()

@@ -2,8 +2,10 @@
 
 It checks that each case produces a successful row (so a broken case fails here), that the
 stdlib Pool's recovery is reported as a hang rather than crashing the harness, that a
-missing peer is skipped with a note, and that both renderings contain every row. It never
-looks at the numbers themselves: timings on a shared machine mean nothing here.
+missing peer is skipped with a note, that robustpool's variants (its submit and
+RobustExecutor) run in the calls cases only and are compared with ProcessPoolExecutor, and
+that both renderings contain every row. It never looks at the numbers themselves: timings
+on a shared machine mean nothing here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from benchmarks import cli  # noqa: E402
 from benchmarks.cases import CASES  # noqa: E402
 from benchmarks.config import Config  # noqa: E402
 from benchmarks.harness import run  # noqa: E402
-from benchmarks.peers import PeerSpec  # noqa: E402
+from benchmarks.peers import PEERS, STDLIB, PeerSpec  # noqa: E402
 from benchmarks.report import markdown, text  # noqa: E402
 
 TINY = Config(
@@ -46,11 +48,22 @@ def test_every_case_produces_rows(monkeypatch: pytest.MonkeyPatch) -> None:
     report = run(TINY, progress=None)
 
     assert any(note.startswith("mpire: skipped") for note in report.notes)
-    assert {row.peer for row in report.rows} == {"robustpool", "mp.Pool"}
+    assert {row.peer for row in report.rows} == {"robustpool", "robustpool.submit", "RobustExecutor", "mp.Pool"}
     for case in CASES:
         robust = report.row(case, "robustpool")
         stdlib = report.row(case, "mp.Pool")
-        assert robust is not None and stdlib is not None, f"no rows for {case}"
+        assert robust is not None, f"no robustpool row for {case}"
+        for variant in ("robustpool.submit", "RobustExecutor"):
+            row = report.row(case, variant)
+            if case in ("calls", "async_calls"):
+                assert row is not None and row.status == "ok", f"{case}: {variant} {row and row.status}"
+            else:
+                assert row is None, f"{variant} ran in {case}"
+        if not CASES[case].runs(PEERS[STDLIB]):
+            assert stdlib is None, f"mp.Pool ran in {case}"  # async_calls: it has no awaitable call
+            assert robust.status == "ok", f"{case}: robustpool {robust.status}"
+            continue
+        assert stdlib is not None, f"no mp.Pool row for {case}"
         assert robust.status == "ok", f"{case}: robustpool {robust.status}"
         assert robust.median is not None and robust.median > 0
         assert len(robust.outcomes) == TINY.repeats_for(case)
@@ -70,6 +83,20 @@ def test_every_case_produces_rows(monkeypatch: pytest.MonkeyPatch) -> None:
         assert case in table
         assert f"| {case} | robustpool |" in document
     assert "## Machine" in document and "python" in document
+
+
+def test_call_cases_compare_futures_with_the_executor() -> None:
+    """robustpool.submit's "x stdlib" is against PPE (same API), in both calls cases."""
+    config = Config(repeats=1, cases=("calls", "async_calls"), peers=("robustpool-submit", "ppe"), scale=0.01, case_timeout=15.0)
+    report = run(config, progress=None)
+    for case in ("calls", "async_calls"):
+        submit, ppe = report.row(case, "robustpool.submit"), report.row(case, "PPE")
+        assert submit is not None and ppe is not None, f"no rows for {case}"
+        assert submit.status == "ok" and ppe.status == "ok", f"{case}: {submit.status}, {ppe.status}"
+        assert submit.reference == "PPE" and submit.ratio_stdlib is not None and ppe.median is not None
+        assert submit.ratio_stdlib == pytest.approx(ppe.median / (submit.median or 1))
+        assert "µs per call" in submit.detail and "calls/s of PPE" in submit.detail
+    assert report.row("tiny_map", "robustpool.submit") is None
 
 
 def test_command_line_options(tmp_path: Path) -> None:
