@@ -42,7 +42,8 @@ class Outcome:
         self._watchers: list[Callable[[], None]] = []  # awaiting coroutines (see _aio)
 
     def claim(self) -> bool:
-        return True
+        # False once ended: a call stopped (stop()) before its chunks reached a worker.
+        return not self._ended
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
         raise NotImplementedError  # each kind of outcome says how its items add up
