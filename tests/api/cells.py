@@ -10,15 +10,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 
-from robustpool import RobustPool
+from robustpool import RobustExecutor, RobustPool
 
 GET = 30.0  # upper bound for any result that should arrive promptly
 
-# What the tests call: the multiprocessing.Pool surface. Today only RobustPool has it; with
+# What the tests call: the multiprocessing.Pool surface. Only RobustPool has it; with
 # RobustThreadPool this becomes ``RobustPool | RobustThreadPool`` (or a Protocol of the
-# methods both share).
+# methods both share). RobustExecutor is not a Pool: its cell hands it out as one (``cast``),
+# which is sound for what it shares with RobustPool (``submit`` and ``with``); the POOL_API
+# skip keeps the Pool-only tests off it.
 Pool: TypeAlias = RobustPool
 
 
@@ -29,6 +31,10 @@ class Feature(enum.Flag):
     # multiprocessing.Pool's own methods: apply*, *map* (returning lists), imap*, close/join/terminate,
     # processes. Every facade has submit() (a concurrent.futures.Future) and ``with``.
     POOL_API = enum.auto()
+    # concurrent.futures.Executor's own methods: map (a lazy iterator, timeout= from the call),
+    # shutdown(wait, cancel_futures=), max_workers. The executor's behaviour tests live in
+    # tests/executor; a test here that calls these declares it (and is cast to the executor).
+    EXECUTOR_API = enum.auto()
     KILL = enum.auto()  # a running task can be stopped from outside: terminate() and task_timeout kill it
     RECYCLE = enum.auto()  # maxtasksperchild: a worker is replaced after that many tasks
     MEMORY_LIMIT = enum.auto()  # memory_limit: a worker over the limit is recycled or killed
@@ -73,7 +79,7 @@ class Cell:
     ``build(*args, start_method=..., **kwargs)`` makes a pool from the arguments a test gave
     (RobustPool's, positional ``processes`` first) and one of ``start_methods`` (None: the
     engine's default); it translates them for its facade if it has to (``max_workers``,
-    ``mp_context``, ...). ``start_methods``: the ways the engine can start workers that
+    ``max_tasks_per_child``, ...). ``start_methods``: the ways the engine can start workers that
     change how functions reach them (fork copies the owner; spawn imports by reference in a
     fresh interpreter); tests marked ``each_start_method`` run once per entry, other tests
     once with the default; empty for an engine with a single way. ``cannot``: each feature
@@ -100,14 +106,47 @@ def _robust_pool_process(*args: Any, start_method: str | None = None, **kwargs: 
     return RobustPool(*args, start_method=start_method, **kwargs)
 
 
+def _robust_executor_process(
+    processes: int | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: Iterable[Any] = (),
+    maxtasksperchild: int | None = None,
+    *,
+    start_method: str | None = None,
+    **kwargs: Any,
+) -> Pool:
+    """RobustPool's arguments in ProcessPoolExecutor's names; the rest (task_timeout,
+    retries, memory_limit, buffersize, close_timeout) are spelled the same on both."""
+    executor = RobustExecutor(
+        max_workers=processes,
+        initializer=initializer,
+        initargs=initargs,
+        max_tasks_per_child=maxtasksperchild,
+        start_method=start_method,
+        **kwargs,
+    )
+    return cast(Pool, executor)  # see ``Pool``: only submit() and ``with`` are used on it
+
+
 CELLS: tuple[Cell, ...] = (
-    Cell("RobustPool", "process", _robust_pool_process, start_methods=("fork", "spawn")),
+    Cell(
+        "RobustPool",
+        "process",
+        _robust_pool_process,
+        start_methods=("fork", "spawn"),
+        cannot={Feature.EXECUTOR_API: "a multiprocessing.Pool has no shutdown(); its map returns a list"},
+    ),
+    Cell(
+        "RobustExecutor",
+        "process",
+        _robust_executor_process,
+        start_methods=("fork", "spawn"),
+        cannot={Feature.POOL_API: "a concurrent.futures executor has no apply/imap/close/join"},
+    ),
     # The next issues add, for example:
     #   Cell("RobustThreadPool", "thread", _robust_thread_pool,
     #        cannot={Feature.KILL: "a running thread cannot be stopped", Feature.RECYCLE: "...",
     #                Feature.MEMORY_LIMIT: "...", Feature.PICKLES: "objects are shared, never pickled",
-    #                Feature.PROCESSES: "workers are threads"}),
+    #                Feature.PROCESSES: "workers are threads", Feature.EXECUTOR_API: "..."}),
     #   Cell("RobustPool", "dask", ..., cannot={Feature.PROCESSES: "workers may be remote", ...}),
-    #   Cell("RobustExecutor", "process", ..., start_methods=("fork", "spawn"),
-    #        cannot={Feature.POOL_API: "a concurrent.futures executor has no apply/imap/close/join"}),
 )

@@ -10,36 +10,57 @@ by name::
             assert pool.map(_square, range(3)) == [0, 1, 4]
 
 ``pool_factory`` is parametrized over ``cells.CELLS``, one parameter per cell, with ids
-``<facade>-<engine>``. Today there is one cell, ``RobustPool-process``. The factory takes
-RobustPool's constructor arguments (``cells.PoolFactory``) and hands them to the cell's
-``build``, which makes the pool; tests own their pools as before (``with``, or
-``terminate()`` in a ``finally``): the factory cleans up nothing, so the leak check of
-``tests/conftest.py`` still catches a pool left running.
+``<facade>-<engine>``. Today there are two cells, ``RobustPool-process`` and
+``RobustExecutor-process``. The factory takes RobustPool's constructor arguments
+(``cells.PoolFactory``) and hands them to the cell's ``build``, which makes the pool; tests
+own their pools as before (``with``, or ``terminate()`` in a ``finally``): the factory
+cleans up nothing, so the leak check of ``tests/conftest.py`` still catches a pool left
+running.
 
 Markers (registered in pyproject.toml), read when the fixture is set up:
 
 * ``@pytest.mark.each_start_method``: run once per start method of the cell (ids
-  ``RobustPool-process-fork``, ``RobustPool-process-spawn``), once on a cell that has none.
-  For tests whose functions, arguments and exceptions must also survive the trip to a
-  fresh interpreter (spawn imports them by reference from ``workers``). Other tests run
-  once, with the engine's default (for RobustPool under pytest that is spawn: pytest's
-  faulthandler watchdog is a second thread, and a threaded owner does not fork).
+  ``RobustPool-process-fork``, ``RobustPool-process-spawn``, ``RobustExecutor-process-fork``,
+  ...), once on a cell that has none. For tests whose functions, arguments and exceptions
+  must also survive the trip to a fresh interpreter (spawn imports them by reference from
+  ``workers``). Other tests run once, with the engine's default (for the process engine
+  under pytest that is spawn: pytest's faulthandler watchdog is a second thread, and a
+  threaded owner does not fork).
 * ``@pytest.mark.requires(Feature.X, ...)``: the test needs these ``cells.Feature`` values
-  (POOL_API, KILL, RECYCLE, MEMORY_LIMIT, PICKLES, PROCESSES); on a cell that lists one of
-  them in ``cannot`` it is skipped, and the skip reason is the cell's.
+  (POOL_API, EXECUTOR_API, KILL, RECYCLE, MEMORY_LIMIT, PICKLES, PROCESSES); on a cell that
+  lists one of them in ``cannot`` it is skipped, and the skip reason is the cell's.
 * ``@pytest.mark.process``: the test is inherently about worker processes (pids,
   signals): the same as ``requires(Feature.PROCESSES)``, spelled so it stands out. It
-  still runs on every cell whose workers are processes (RobustExecutor-process too).
+  runs on every cell whose workers are processes (both cells today).
 
-Every test here declares what it needs beyond running tasks and ``submit``: the modules
-whose tests call Pool-only methods mark ``requires(Feature.POOL_API)`` once, in
+Every test here declares what it needs beyond running tasks, ``submit`` and ``with``: the
+modules whose tests call Pool-only methods (apply*, map returning a list, imap*, close,
+join, terminate, ``processes``) mark ``requires(Feature.POOL_API)`` once, in
 ``pytestmark``; the rest is marked test by test. A test that passes an option tied to a
 feature (``cells.OPTION_NEEDS``: maxtasksperchild, task_timeout, memory_limit), by keyword
 or by position, without declaring that feature fails at once, even on a cell that has it,
-so the declarations stay complete while there is only one cell. ``start_method`` and
-``context`` are not factory arguments: the cell supplies how its workers start, and a test
-that needs a particular multiprocessing context is process-specific: it builds its
-RobustPool itself, outside the grid.
+so the declarations stay complete. ``start_method`` and ``context`` are not factory
+arguments: the cell supplies how its workers start, and a test that needs a particular
+multiprocessing context is process-specific: it builds its pool itself, outside the grid.
+
+The cells:
+
+* RobustPool (``multiprocessing.Pool``): ``Cell("RobustPool", "process", build,
+  start_methods=("fork", "spawn"), cannot={Feature.EXECUTOR_API: ...})``, ``build`` making
+  ``RobustPool(*args, start_method=..., **kwargs)``.
+* RobustExecutor (``concurrent.futures``): ``Cell("RobustExecutor", "process", build,
+  start_methods=("fork", "spawn"), cannot={Feature.POOL_API: "a concurrent.futures
+  executor has no apply/imap/close/join"})``, ``build`` turning ``processes`` into
+  ``max_workers``, ``maxtasksperchild`` into ``max_tasks_per_child`` and the start method
+  into ``start_method=`` (the other options have the same names on both). Only the tests
+  that need no POOL_API (``test_submit``: ``submit``, ``as_completed``, ``wait``,
+  ``cancel`` and ``with``) run on it; everything else here is skipped there by its
+  ``pytestmark``. Its executor is not a ``cells.Pool`` statically: its ``build`` returns it
+  as one (``cast``), and the POOL_API skip is what keeps the Pool-only tests off it. Its own
+  surface (``map`` as a lazy iterator, ``shutdown``, ``cancel()`` of a running future, the
+  crash matrix through ``submit``) is tested in ``tests/executor``, modelled on CPython's
+  ``test_concurrent_futures``; a test added here for that surface declares
+  ``requires(Feature.EXECUTOR_API)``, which the RobustPool cell lists in ``cannot``.
 
 Adding a cell (the next issues) is one entry in ``cells.CELLS``; no test changes:
 
@@ -47,22 +68,13 @@ Adding a cell (the next issues) is one entry in ``cells.CELLS``; no test changes
   start methods, ``build`` making ``RobustThreadPool(*args, **kwargs)`` (its
   ``start_method`` is always None), and ``cannot`` giving a reason for KILL (a running
   thread cannot be stopped: terminate() and task_timeout leave it running), RECYCLE and
-  MEMORY_LIMIT (if it refuses those options), PICKLES (objects are shared, never pickled)
-  and PROCESSES (no worker pids; a signal would hit the owner). ``cells.Pool`` becomes
-  ``RobustPool | RobustThreadPool`` so mypy checks the tests against both.
+  MEMORY_LIMIT (if it refuses those options), PICKLES (objects are shared, never pickled),
+  PROCESSES (no worker pids; a signal would hit the owner) and EXECUTOR_API. ``cells.Pool``
+  becomes ``RobustPool | RobustThreadPool`` so mypy checks the tests against both.
 * A Dask engine: one cell per facade that can run on it, e.g. ``Cell("RobustPool",
   "dask", build)``, ``build`` handing the facade that engine (or a client) however the
   facade takes it, and ``cannot`` at least PROCESSES (workers may be remote: no local
   pids, no signals) and KILL if a running task cannot be stopped.
-* RobustExecutor (``concurrent.futures``): ``Cell("RobustExecutor", "process", build,
-  start_methods=("fork", "spawn"), cannot={Feature.POOL_API: "an executor has no
-  apply/imap/close/join"})``, ``build`` turning ``processes`` into ``max_workers`` and the
-  start method into ``mp_context``. The tests that need no POOL_API (``test_submit``) run
-  on it as they are. Its own surface (``map`` as an iterator, ``shutdown``) gets its own
-  test modules here, marked with a new feature (say ``EXECUTOR_API``) that the Pool cells
-  list in ``cannot``. Its executor is not a ``cells.Pool`` statically: its ``build``
-  returns it as one (``cast``), and the POOL_API skip is what keeps the Pool-only tests
-  off it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""RobustExecutor's behaviour tests, after CPython's ``test.test_concurrent_futures``."""
