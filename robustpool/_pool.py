@@ -48,7 +48,8 @@ class RobustPool:
     every worker; if it fails in three fresh workers in a row the pool is broken and fails
     tasks with InitializerError. ``maxtasksperchild`` recycles a worker after that many
     tasks (chunks). Keyword-only: ``task_timeout`` (seconds a task may run before its
-    worker is killed; TaskTimeoutError), ``retries`` (how many times a task that killed its
+    worker is killed; TaskTimeoutError; loading the task's function and arguments in the
+    worker has its own allowance, the larger of ``task_timeout`` and 30 s), ``retries`` (how many times a task that killed its
     worker is run again on a fresh one), ``memory_limit`` (bytes or a size such as
     ``"2GB"``: a worker whose process tree's RSS passes it is recycled after its current
     task; one at twice the limit is killed and its task fails with WorkerLostError),

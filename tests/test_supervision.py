@@ -73,6 +73,33 @@ def test_timeout_kills_the_task_fast_and_the_pool_carries_on() -> None:
         assert pool.stats().tasks_timed_out == 1
 
 
+class _SlowToLoad:
+    """An argument whose unpickling in the worker takes ``seconds`` (as a slow import would)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[object, tuple[float]]:
+        return (_load_slowly, (self.seconds,))
+
+
+def _load_slowly(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def _loaded(arg: float) -> float:
+    return arg
+
+
+def test_task_timeout_counts_the_run_not_the_loading_of_the_task() -> None:
+    # A fresh worker imports the task's module while loading it; on a loaded machine that
+    # can pass a short limit, and after a timeout kill every replacement would pay it again.
+    with RobustPool(1, task_timeout=0.5) as pool:
+        assert pool.apply(_loaded, (_SlowToLoad(0.8),)) == 0.8
+        assert pool.stats().tasks_timed_out == 0
+
+
 def test_timeout_fails_only_the_slow_item_of_a_map() -> None:
     with RobustPool(2, task_timeout=1.0) as pool:
         results = pool.map_async(_sleep, [0.01, 5.0, 0.02, 0.01], chunksize=1)

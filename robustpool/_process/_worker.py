@@ -48,6 +48,9 @@ from ._wire import (
     map_slot_untracked,
 )
 
+# How long loading a task may take when it has a time limit (or the limit, if longer): a
+# hang in an argument's unpickling is still killed, a slow import is not blamed on the run.
+_LOAD_NS = 30_000_000_000
 _MAX_TIMEOUT = 1e10  # seconds; the owner refuses more than 1e9, so a larger value is garbage
 
 _KEEP: list[object] = []
@@ -86,7 +89,9 @@ class _Worker(Outbox):
         view = self.view
         start = time.monotonic_ns()
         timeout_ns = int(timeout * 1e9) if 0 < timeout <= _MAX_TIMEOUT else 0
-        view[SLOT_DEADLINE] = start + timeout_ns if timeout_ns else 0
+        # Loading (unpickling the function, which may import its module on a fresh worker,
+        # and the items) has its own allowance: the task's limit counts its run.
+        view[SLOT_DEADLINE] = start + max(timeout_ns, _LOAD_NS) if timeout_ns else 0
         view[SLOT_STARTED] = start
         view[SLOT_ITEM] = 0
         view[SLOT_TASK] = task_id
@@ -100,6 +105,10 @@ class _Worker(Outbox):
             view[SLOT_PHASE] = Phase.REPLYING
             self.reply(task_id, Status.FAILED, start, body, 0, 0)  # count 0: every item
             return
+        if timeout_ns:
+            now = time.monotonic_ns()
+            view[SLOT_DEADLINE] = now + timeout_ns
+            view[SLOT_STARTED] = now
         view[SLOT_PHASE] = Phase.RUNNING
         if flags & STREAM and len(items) > 1:
             self._stream(task_id, fn, mode, items, start, timeout_ns if flags & ITEM_DEADLINE else 0)

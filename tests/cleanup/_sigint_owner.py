@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 import time
 from typing import TextIO
@@ -45,6 +46,10 @@ def cleanup(path: str) -> None:
 
 def main() -> None:
     global _log
+    # A process started in the background by a shell without job control inherits SIGINT
+    # ignored, and Python then installs no handler for it: the test would measure the
+    # shell, not robustpool. Ctrl-C raises KeyboardInterrupt here whoever started us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     directory, log_path = sys.argv[1], sys.argv[2]
     _log = open(log_path, "a")  # noqa: SIM115 - kept open for the whole run on purpose
     with (
