@@ -22,10 +22,10 @@ if _typing.TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
-    from ._executor import RobustExecutor
+    from ._executor import MapIterator, RobustExecutor
     from ._jobs._gather import MapResult
     from ._jobs._iterators import IMapIterator
-    from ._jobs._single import AsyncResult
+    from ._jobs._single import AsyncResult, RobustFuture
     from ._pool import RobustPool
     from ._stats import PoolStats, WorkerStats
 
@@ -33,11 +33,13 @@ _WHERE = {
     "AsyncResult": "._jobs._single",
     "IMapIterator": "._jobs._iterators",
     "InitializerError": "._errors",
+    "MapIterator": "._executor",
     "MapResult": "._jobs._gather",
     "PoolStats": "._stats",
     "PoolTerminatedError": "._errors",
     "RemoteTaskError": "._errors",
     "RobustExecutor": "._executor",
+    "RobustFuture": "._jobs._single",
     "RobustPool": "._pool",
     "RobustPoolError": "._errors",
     "TaskSerializationError": "._errors",
@@ -51,11 +53,13 @@ __all__ = (
     "AsyncResult",
     "IMapIterator",
     "InitializerError",
+    "MapIterator",
     "MapResult",
     "PoolStats",
     "PoolTerminatedError",
     "RemoteTaskError",
     "RobustExecutor",
+    "RobustFuture",
     "RobustPool",
     "RobustPoolError",
     "TaskSerializationError",

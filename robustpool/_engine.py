@@ -155,6 +155,11 @@ class Engine(Protocol):
         """Drop the job's chunks that have not started (each is reported with ``drop``)."""
         ...
 
+    def cancel_all(self) -> None:
+        """Drop every chunk that has not started, of every cancellable job (each reported
+        with ``drop``), and return once they are dropped (bounded)."""
+        ...
+
     def kill(self, job: Job) -> None:
         """Stop the job: drop its chunks that have not started, and stop those running
         (with STOP_RUNNING; without it they run to the end). Nothing more of it is

@@ -15,13 +15,13 @@ Deliberate differences from ``ProcessPoolExecutor`` (documented in docs/executor
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, final
+from typing import Any, Generic, ParamSpec, TypeVar, final
 
 from . import _forks
 from ._calls import Mode
@@ -84,12 +84,9 @@ class RobustExecutor(Executor):
         refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
         self._engine: Engine = ProcessEngine(config)
         self._core = PoolCore(self._engine)
-        # Futures not done yet, for shutdown(cancel_futures=True); guarded by _lock, which
-        # also orders submit() against shutdown().
-        self._lock = threading.Lock()
-        self._pending: weakref.WeakSet[RobustFuture[Any]] = weakref.WeakSet()
+        self._lock = threading.Lock()  # orders submit() against shutdown()
 
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RobustFuture[R]:
         """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
 
         Its ``cancel()`` stops the call even while it runs (the worker is killed and
@@ -97,18 +94,15 @@ class RobustExecutor(Executor):
         check_callable(fn, "fn")
         with self._lock:
             self._check_open()
-            future = self._core.submit(fn, args, kwargs, self._config.task_timeout)
-            if not future.done():
-                self._pending.add(future)
-        return future
+            return self._core.submit(fn, args, kwargs, self._config.task_timeout)
 
     def _check_open(self) -> None:
         _forks.check(self._core.gen, "executor")
         if self._core.state is not State.RUNNING:
             raise RuntimeError("cannot schedule new futures after shutdown")
         broken = self._engine.broken
-        if broken is not None and self._engine.finished:
-            raise broken
+        if broken is not None:
+            raise broken  # InitializerError, a BrokenExecutor: as ProcessPoolExecutor's submit
 
     def map(  # cleanup= is ours; the rest is Executor.map (buffersize= as in 3.14)
         self,
@@ -118,7 +112,7 @@ class RobustExecutor(Executor):
         chunksize: int = 1,
         buffersize: int | None = None,
         cleanup: Callable[[R], object] | None = None,
-    ) -> Iterator[R]:
+    ) -> MapIterator[R]:
         """Lazily apply ``fn`` to the items of ``iterables`` in parallel (as ``zip``);
         results in order.
 
@@ -146,7 +140,7 @@ class RobustExecutor(Executor):
             )  # fmt: skip
             it: IMapIterator[R] = IMapIterator(job)
             self._core.track(it, job)
-        return _results(it, job, deadline)
+        return MapIterator(it, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no new work; with ``wait``, return once every worker has exited.
@@ -156,10 +150,8 @@ class RobustExecutor(Executor):
         futures finish. Calling it again is harmless."""
         with self._lock:
             self._core.close()
-            pending = list(self._pending) if cancel_futures else []
-        for future in pending:
-            future._cancel(running=False)
         if cancel_futures:
+            self._engine.cancel_all()  # the futures not started end cancelled, waiters woken
             self._core.close_streams()
         if wait:
             self._core.join()
@@ -212,18 +204,54 @@ class RobustExecutor(Executor):
         return self._engine.pids()
 
 
-def _results(it: IMapIterator[R], job: StreamJob, deadline: float | None) -> Generator[R, None, None]:
-    """The generator ``map`` returns: ``it``'s results by ``deadline``; closed when left."""
-    try:
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                value = job.next(timeout, TimeoutError)
-            except StopIteration:
-                return
-            yield value
-    finally:
-        it.close()
+@final
+class MapIterator(Generic[R]):
+    """What ``RobustExecutor.map`` returns: its results in order, by the call's deadline.
+
+    An object rather than a generator, so that closing or dropping it before the first
+    result still closes the stream, and no result is kept after it was handed out. Closed
+    when exhausted, when an item's error or the deadline ends it (at once: results still
+    running are cleaned when they arrive), by ``close()`` (which waits up to
+    ``close_timeout`` for running items, to clean them) and by garbage collection.
+    """
+
+    def __init__(self, it: IMapIterator[R], job: StreamJob, deadline: float | None) -> None:
+        self._it = it
+        self._job = job
+        self._deadline = deadline
+
+    def __iter__(self) -> MapIterator[R]:
+        return self
+
+    def __next__(self) -> R:
+        job = self._job
+        if job.closed:
+            raise StopIteration
+        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        try:
+            return job.next(timeout, TimeoutError)  # type: ignore[no-any-return]
+        except StopIteration:
+            self._it.close()
+            raise
+        except BaseException:
+            # As the standard library: the error (or the timeout) ends the iteration, now.
+            job.close_now()
+            raise
+
+    def close(self) -> None:
+        """Cancel what has not started; clean every computed result never handed out,
+        waiting up to ``close_timeout`` for running items (see ``IMapIterator.close``)."""
+        if not self._job.closed:
+            self._it.close()
+
+    def __del__(self) -> None:
+        # Dropped: close without waiting, as an abandoned imap iterator does (running
+        # items are cleaned when they arrive).
+        job = getattr(self, "_job", None)
+        if job is not None and not job.closed and job.gen == _forks.generation:
+            with contextlib.suppress(BaseException):
+                job.close_now()
 
 
 RobustExecutor.__module__ = "robustpool"  # as imported by users (see _errors)
+MapIterator.__module__ = "robustpool"

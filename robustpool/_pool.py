@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -30,7 +29,7 @@ from ._core import PoolCore, State, refuse_unsupported
 from ._engine import Capability, Engine
 from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
-from ._jobs._single import AsyncResult, SingleJob
+from ._jobs._single import AsyncResult, RobustFuture, SingleJob
 from ._jobs._stream import StreamJob
 from ._process._engine import ProcessEngine
 from ._stats import PoolStats
@@ -141,7 +140,7 @@ class RobustPool:
         self._core.start(job, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
         return AsyncResult(job)
 
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RobustFuture[R]:
         """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
 
         Unlike the standard library's, its ``cancel()`` stops the call even while it runs

@@ -70,7 +70,8 @@ class GatherJob(Outcome):
 
     def stop(self) -> None:
         """The awaiting task was cancelled: end as cancelled, stop the running chunks, and
-        clean the values that arrived (and, as they come, those still running)."""
+        clean the values that arrived (and, as they come, those a worker still owes: the
+        engine kills a worker only once the items it finished have arrived)."""
         with self._lock:
             if self._remaining == 0 or self._stopped:
                 return  # complete (the caller may still take it), or stopped already

@@ -16,6 +16,38 @@ from . import run_callback, timeout_error
 T = TypeVar("T")
 
 
+class Done:
+    """A one-shot event, lighter than ``threading.Event`` (which builds a Condition, a deque
+    and bound methods: objects the cyclic collector must track, for every pending call).
+
+    A lock held from birth until ``set()``; a waiter takes it and gives it back at once, so
+    every waiter passes once it is set. ``set()`` is called once, by its owner.
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        if not self._flag:
+            self._flag = True
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()
+            return True
+        return self._flag
+
+
 class Outcome:
     """The job side of a result that ends once, with a value or an error (see AsyncResult).
 
@@ -30,7 +62,7 @@ class Outcome:
         error_callback: Callable[[BaseException], object] | None,
         engine: Engine | None = None,
     ) -> None:
-        self.event = threading.Event()
+        self.event = Done()
         self.ok = False
         self.value: Any = None
         self._callback = callback
@@ -39,7 +71,7 @@ class Outcome:
         self.gen = _forks.generation
         self._watch_lock = threading.Lock()  # guards _ended and _watchers
         self._ended = False
-        self._watchers: list[Callable[[], None]] = []  # awaiting coroutines (see _aio)
+        self._watchers: list[Callable[[], None]] | None = None  # awaiting coroutines (see _aio)
 
     def claim(self) -> bool:
         # False once ended: a call stopped (stop()) before its chunks reached a worker.
@@ -71,8 +103,8 @@ class Outcome:
             run_callback(self._error_callback, value, "error_callback")
         with self._watch_lock:
             self.event.set()
-            watchers, self._watchers = self._watchers, []
-        for watcher in watchers:
+            watchers, self._watchers = self._watchers, None
+        for watcher in watchers or ():
             watcher()
         return True
 
@@ -81,6 +113,8 @@ class Outcome:
         with self._watch_lock:
             if self.event.is_set():
                 return True
+            if self._watchers is None:
+                self._watchers = []
             self._watchers.append(watcher)
             return False
 
@@ -274,7 +308,14 @@ class FutureJob:
             pass
 
     def drop(self, index: int, count: int) -> None:
-        """The future was cancelled before it ran; nothing more to do."""
+        """Dropped before it ran: cancelled by its future, or by the engine (a shutdown
+        with ``cancel_futures``); the future ends cancelled and its waiters wake."""
+        future = self.future
+        if isinstance(future, RobustFuture):
+            future._cancel(running=False)
+        elif future.cancel():
+            with contextlib.suppress(RuntimeError):
+                future.set_running_or_notify_cancel()
 
     def flush(self) -> None:
         """The future woke its waiters itself."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import atexit
 import threading
+import weakref
 from collections.abc import Callable, Sequence
+from types import FunctionType
 from typing import Any
 
 from .._calls import function_name
@@ -20,6 +22,7 @@ from .._config import PoolConfig
 from .._engine import Capability, Chunk, FuncRef, Job
 from .._stats import PoolStats
 from ._loop import Loop, shutdown_all
+from ._serialize import pickled_by_name
 from ._tasks import Task, make_tasks, pickle_function
 
 _FUNC_MEMO = 256  # functions remembered by their pickle, so equal ones share a handle
@@ -45,10 +48,15 @@ class ProcessEngine:
 
     def __init__(self, config: PoolConfig) -> None:
         self._config = config
-        # Guarded by _lock: the function memo (by pickle) and each handle's pickle.
+        # Guarded by _lock: the function memo (pickle -> handle id and name) and each
+        # handle's pickle. No function is kept alive by them (a bound method's object, a
+        # closure's data): each call's FuncRef holds its function for as long as it runs.
         self._lock = threading.Lock()
-        self._by_blob: dict[bytes, FuncRef] = {}
+        self._by_blob: dict[bytes, tuple[int, str]] = {}
         self._blobs: dict[int, bytes] = {}
+        # Functions pickled by name, by identity: their pickle is known without pickling
+        # them again (written under _lock; read without it, a dict lookup).
+        self._by_fn: weakref.WeakKeyDictionary[Callable[..., Any], tuple[int, str]] = weakref.WeakKeyDictionary()
         _register_atexit()
         self._loop = Loop(config)
 
@@ -72,21 +80,26 @@ class ProcessEngine:
         """Pickle ``fn`` (raising TaskSerializationError if it cannot be), reusing the
         handle of an identical earlier pickle so a worker unpickles a function once, not
         once per ``apply_async``."""
+        if type(fn) is FunctionType:
+            known = self._by_fn.get(fn)
+            if known is not None and pickled_by_name(fn):  # still the function its name leads to
+                return FuncRef(known[0], known[1], fn)
         blob = pickle_function(fn)
         with self._lock:
-            ref = self._by_blob.get(blob)
-            if ref is None:
+            known = self._by_blob.get(blob)
+            if known is None:
                 if len(self._by_blob) >= _FUNC_MEMO:
-                    old = self._by_blob.pop(next(iter(self._by_blob)))
-                    self._blobs.pop(old.func_id, None)
-                ref = FuncRef(FuncRef.new_id(), function_name(fn), fn)
-                self._by_blob[blob] = ref
-                self._blobs[ref.func_id] = blob
-        return ref
+                    old_id, _ = self._by_blob.pop(next(iter(self._by_blob)))
+                    self._blobs.pop(old_id, None)
+                known = (FuncRef.new_id(), function_name(fn))
+                self._by_blob[blob] = known
+                self._blobs[known[0]] = blob
+            if pickled_by_name(fn):
+                self._by_fn[fn] = known
+        return FuncRef(known[0], known[1], fn)
 
     def _blob(self, func: FuncRef) -> bytes:
-        with self._lock:
-            blob = self._blobs.get(func.func_id)
+        blob = self._blobs.get(func.func_id)  # one dict read, atomic: no lock needed to read
         return blob if blob is not None else pickle_function(func.fn)  # forgotten since: again
 
     def submit(self, chunks: Sequence[Chunk]) -> int:
@@ -102,6 +115,9 @@ class ProcessEngine:
 
     def cancel(self, job: Job) -> None:
         self._loop.cancel(job)
+
+    def cancel_all(self) -> None:
+        self._loop.cancel_all()
 
     def kill(self, job: Job) -> None:
         self._loop.kill(job)

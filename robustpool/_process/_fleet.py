@@ -6,6 +6,8 @@
 * The supervisor's messages: a worker started, exited (``_on_exit``: what its death means
   for the tasks it held, decided by ``_attribution``), could not be forked, uses too much
   memory; RSS samples. The supervisor itself dying (``_on_supervisor_gone``): a new one.
+* Stopping a cancelled job (``_stop_job``): killing the workers that run it, once the items
+  they finished have arrived.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import selectors
 import signal
 import time
 
+from .._engine import Job
 from .._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -26,7 +29,7 @@ from .._errors import (
     describe_exitcode,
 )
 from . import _launch
-from ._attribution import Outcome, SlotReading, read_slot, settle
+from ._attribution import Outcome, SlotReading, owes_items, read_slot, settle
 from ._control import (
     CANCELLED,
     TIMEOUT,
@@ -49,6 +52,8 @@ from ._wire import (
 from ._workers import WorkerHandle, WorkerState, open_worker
 
 log = logging.getLogger("robustpool")
+
+TERM_FLUSH_WAIT = 0.5  # how long a worker that owes finished items is waited for before a kill
 
 
 _WATCH_INTERVAL = 0.02  # how often the supervisor checks deadlines, once any task has one
@@ -302,3 +307,37 @@ class Fleet(WorkerIO):
             self._watch()
         self._spawn_failures, self._spawn_retry_at, self._recount = 0, 0.0, True
         self._reconcile()
+
+    def _stop_job(self, job: Job) -> None:
+        """Drop ``job``'s queued tasks, and kill each worker running one of its tasks.
+
+        Only a worker whose oldest task is the job's can be running it: that worker is
+        killed (its process group) and replaced at once. The job's tasks queued behind
+        other work are marked, and dropped wherever they end: run to the end (the job
+        ignores the result) or sent back by a death.
+        """
+        self._drop_queued(job)
+        for w in list(self._workers.values()):
+            mine = [t for t in w.inflight if t.job is job]
+            if not mine:
+                continue
+            for t in mine:
+                t.cancelled = True
+            if w.inflight[0].job is job and w.state is not WorkerState.QUITTING:
+                w.state = WorkerState.DRAINING  # no new work; its exit is counted as cancelled
+                self._recount = True
+                if w.inflight[0].stream and owes_items(w.slot_view, w.inflight):
+                    self._kill_when_paid[w] = time.monotonic() + TERM_FLUSH_WAIT
+                else:
+                    self._kill(w, signal.SIGKILL, CANCELLED)
+        self._reconcile()
+
+    def _kill_paid(self) -> None:
+        """Kill the workers of stopped jobs that owe no finished items now (see _stop_job)."""
+        now = time.monotonic()
+        for w, until in list(self._kill_when_paid.items()):
+            if w.eof or self._workers.get(w.key) is not w:
+                del self._kill_when_paid[w]  # gone by itself meanwhile
+            elif now >= until or not owes_items(w.slot_view, w.inflight):
+                del self._kill_when_paid[w]
+                self._kill(w, signal.SIGKILL, CANCELLED)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
-import signal
 import threading
 import time
 from collections import deque
@@ -45,11 +44,10 @@ from .._errors import (
 from .._stats import PoolStats, WorkerStats
 from ._attribution import owes_items
 from ._control import (
-    CANCELLED,
     TERM_GRACE,
     Shutdown,
 )
-from ._fleet import Fleet
+from ._fleet import TERM_FLUSH_WAIT, Fleet
 from ._state import _live
 from ._tasks import Task
 from ._wire import (
@@ -67,7 +65,6 @@ log = logging.getLogger("robustpool")
 
 _QUIT_GRACE = 2.0  # how long idle workers get to quit by themselves on close
 _EXIT_WAIT = 5.0  # bound on waiting for the supervisor to exit
-_TERM_FLUSH_WAIT = 0.5  # terminate waits this long for finished items a worker still owes
 
 
 class Loop(Fleet):
@@ -137,6 +134,25 @@ class Loop(Fleet):
     def kill(self, job: Job) -> None:
         self.call(lambda: self._stop_job(job))
 
+    def cancel_all(self) -> None:
+        done = threading.Event()
+
+        def drop_all() -> None:
+            self._take_posted()  # tasks submitted before this call are dropped too
+            keep: deque[Task] = deque()
+            for t in self._queued:
+                if t.job.cancellable:
+                    self._drop(t.job, t.start + t.received, t.count - t.received)
+                else:
+                    keep.append(t)
+            self._queued = keep
+            self._flush_jobs()
+            done.set()
+
+        self.call(drop_all)
+        if not self._finished.is_set():
+            done.wait(TERM_GRACE)  # a moment: the loop runs posted calls every turn
+
     def batch_size(self, func_id: int, ahead: int) -> int:
         return self._estimates.batch_size(func_id, ahead, self.settings.processes)
 
@@ -192,6 +208,8 @@ class Loop(Fleet):
 
     def _step(self) -> None:
         self._take_posted()
+        if self._kill_when_paid:
+            self._kill_paid()
         self._reconcile()
         self._dispatch()
         self._flush_jobs()
@@ -213,6 +231,8 @@ class Loop(Fleet):
             return 0.0
         if self._stopping or self._terminating:
             return 0.05
+        if self._kill_when_paid:
+            return 0.005  # a worker owes items it finished: look again soon
         if self._spawn_failures and self._broken is None:
             return max(0.0, self._spawn_retry_at - time.monotonic())
         return None
@@ -302,36 +322,6 @@ class Loop(Fleet):
             workers,
         )
 
-    def _drop_queued(self, job: Job) -> None:
-        keep: deque[Task] = deque()
-        for t in self._queued:
-            if t.job is job:
-                self._drop(job, t.start, t.count)
-            else:
-                keep.append(t)
-        self._queued = keep
-
-    def _stop_job(self, job: Job) -> None:
-        """Drop ``job``'s queued tasks, and kill each worker running one of its tasks.
-
-        Only a worker whose oldest task is the job's can be running it: that worker is
-        killed (its process group) and replaced at once. The job's tasks queued behind
-        other work are marked, and dropped wherever they end: run to the end (the job
-        ignores the result) or sent back by a death.
-        """
-        self._drop_queued(job)
-        for w in list(self._workers.values()):
-            mine = [t for t in w.inflight if t.job is job]
-            if not mine:
-                continue
-            for t in mine:
-                t.cancelled = True
-            if w.inflight[0].job is job and w.state is not WorkerState.QUITTING:
-                w.state = WorkerState.DRAINING  # no new work; its exit is counted as cancelled
-                self._kill(w, signal.SIGKILL, CANCELLED)
-                self._recount = True
-        self._reconcile()
-
     def _begin_close(self) -> None:
         self._closing = True
 
@@ -345,7 +335,7 @@ class Loop(Fleet):
         # Queued work fails now; tasks inside workers fail when each worker's exit is
         # reported, so a result that still arrives first is delivered (or cleaned).
         self._fail_queued(PoolTerminatedError())
-        self._terminate_until = time.monotonic() + _TERM_FLUSH_WAIT
+        self._terminate_until = time.monotonic() + TERM_FLUSH_WAIT
         self._stop_unless_owed()
 
     def _stop_unless_owed(self) -> None:
@@ -353,7 +343,7 @@ class Loop(Fleet):
 
         A stream task replies item by item, so items that finished before the one running
         now are on their way (within a few milliseconds: see the worker's flusher). They
-        are waited for, up to _TERM_FLUSH_WAIT, so that they are delivered or cleaned
+        are waited for, up to TERM_FLUSH_WAIT, so that they are delivered or cleaned
         instead of dying with the worker: the cleanup promise covers a terminate mid-chunk.
         """
         if self._stopping:

@@ -19,6 +19,7 @@ import contextlib
 import copyreg
 import io
 import pickle
+import sys
 import traceback
 import types
 from collections import ChainMap
@@ -35,6 +36,19 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 _MAIN_MARKER = b"__main__"
 
 loads = pickle.loads
+
+
+def pickled_by_name(fn: object) -> bool:
+    """True for a plain function that pickles as a reference to its module and name (so
+    its pickle is the same as long as that name still leads to it); False otherwise:
+    lambdas, closures, ``__main__`` functions, methods, partials, builtins."""
+    if type(fn) is not types.FunctionType:
+        return False
+    module = sys.modules.get(fn.__module__) if fn.__module__ != "__main__" else None
+    obj: object = module
+    for part in fn.__qualname__.split("."):
+        obj = getattr(obj, part, None)  # '<locals>' is never an attribute: no closure passes
+    return obj is fn
 
 
 class _ByValue(Exception):

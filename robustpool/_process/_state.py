@@ -91,6 +91,9 @@ class LoopState:
         self._spawn_retry_at = 0.0
         self._recount = True  # the worker count may be short of `processes` (see _reconcile)
         self._terminate_until = 0.0  # terminate waits until then for results workers owe
+        # Workers running a stopped job's stream task, to kill once the items they finished
+        # have arrived (or at the time given), so those are delivered and cleaned, not lost.
+        self._kill_when_paid: dict[WorkerHandle, float] = {}
         self._owner_pid = os.getpid()
         self._supervisor: _launch.SupervisorProcess  # set by Loop, which starts it
         self._thread: threading.Thread  # the dispatcher thread, set by Loop
@@ -142,6 +145,15 @@ class LoopState:
         while self._submitted:
             for t in self._submitted.popleft():
                 self._fail_task(t, err)
+
+    def _drop_queued(self, job: Job) -> None:
+        keep: deque[Task] = deque()
+        for t in self._queued:
+            if t.job is job:
+                self._drop(job, t.start, t.count)
+            else:
+                keep.append(t)
+        self._queued = keep
 
     def _fail_everything(self, err: BaseException) -> None:
         self._fail_queued(err)

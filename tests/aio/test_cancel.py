@@ -206,17 +206,6 @@ def test_cancelled_map_async_cleans_the_values_that_arrived(chunksize: int, tmp_
     assert len(ledger.cleaned) == slow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Engine.kill (the stop of an awaited map_async whose task is cancelled: _Loop._stop_job) "
-        "SIGKILLs the worker at once, without the wait for finished items a worker still owes "
-        "that terminate has (_stop_unless_owed, _TERM_FLUSH_WAIT): the items of the running chunk "
-        "that finished but are still in the worker's outbox (sent by its flusher only after the "
-        "next item has run 4-8 ms, and only when the GIL is free) die with it, so their values "
-        "never reach cleanup (here all 6 temp files are left behind)"
-    ),
-)
 def test_cancel_right_after_items_of_a_chunk_finished_still_cleans_them(tmp_path: Path) -> None:
     """As above with one chunk of 7, but the task is cancelled as soon as items 0-5 have
     finished in the worker, while item 6 holds the worker's GIL for 0.3 s (its flusher

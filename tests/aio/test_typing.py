@@ -81,15 +81,6 @@ def test_awaited_values_have_their_types(report: dict[str, list[str]], tag: str)
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "RobustPool.submit and RobustExecutor.submit are annotated -> concurrent.futures.Future[R], which "
-        'mypy does not accept in `await` (\'Incompatible types in "await" (actual type "Future[int]", '
-        'expected type "Awaitable[Any]")  [misc]\'), although the RobustFuture they return is awaitable '
-        "and the docs say so; annotating them -> RobustFuture[R] (exported) would fix it"
-    ),
-)
 @pytest.mark.parametrize("tag", ["pool.submit", "executor.submit"])
 def test_awaiting_a_submit_future_type_checks(report: dict[str, list[str]], tag: str) -> None:
     _check(report, tag)

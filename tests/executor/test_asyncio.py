@@ -32,9 +32,9 @@ def test_run_in_executor() -> None:
 def test_await_a_future_and_async_with() -> None:
     async def main() -> None:
         async with RobustExecutor(2, start_method=FAST) as executor:
-            assert await executor.submit(mul, 3, 5) == 15  # type: ignore[misc]
+            assert await executor.submit(mul, 3, 5) == 15
             with pytest.raises(ZeroDivisionError):
-                await executor.submit(divmod, 1, 0)  # type: ignore[misc]
+                await executor.submit(divmod, 1, 0)
             future = executor.submit(square, 4)
             assert await asyncio.wait_for(asyncio.wrap_future(future), GET) == 16
 
@@ -61,7 +61,7 @@ def test_cancelling_the_task_that_awaits_a_future_cancels_it(tmp_path: Path) -> 
         await asyncio.to_thread(wait_until, future.running, "the call to start")
 
         async def waiter() -> object:
-            return await future  # type: ignore[misc]
+            return await future
 
         task = asyncio.create_task(waiter())
         await asyncio.sleep(0.1)

@@ -107,15 +107,6 @@ def test_task_exception_keeps_type_args_and_worker_traceback() -> None:
     assert os.path.basename(raise_runtime_error.__code__.co_filename) in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "robustpool bug: RobustExecutor.map's generator (_executor._results) binds each result to the "
-        "local `value` before `yield value`, so the suspended generator frame keeps the last yielded "
-        "result alive until the consumer asks for the next one; CPython's test_free_reference "
-        "(issue #14406) expects the iterator to hold no reference to a result it has yielded"
-    ),
-)
 def test_map_does_not_keep_the_results_it_yielded() -> None:
     # CPython issue #14406: the result iterator drops each result once yielded.
     with RobustExecutor(2, start_method=FAST) as executor:
@@ -126,16 +117,6 @@ def test_map_does_not_keep_the_results_it_yielded() -> None:
             assert ref() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "robustpool bug: ProcessEngine.function() memoizes every submitted callable by its pickle "
-        "(_by_blob, up to _FUNC_MEMO=256 FuncRef entries, each holding `fn` strongly), so a submitted "
-        "bound method (and its object, or a closure's captured data) stays alive after its future is "
-        "done, for the executor's whole life; CPython's test_no_stale_references (issue #16284) "
-        "expects the executor to drop it"
-    ),
-)
 def test_no_stale_references() -> None:
     collected = threading.Event()
     with RobustExecutor(1, start_method=FAST) as executor:

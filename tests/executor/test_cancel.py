@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, as_completed, wait
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from .workers import (
 class _Waiters:
     """Threads blocked in ``as_completed`` and ``wait`` on some futures; records when each woke."""
 
-    def __init__(self, futures: list[Future[Any]]) -> None:
+    def __init__(self, futures: Sequence[Future[Any]]) -> None:
         self.woke: dict[str, float] = {}
         self.yielded: list[Future[Any]] = []
         self.done: set[Future[Any]] = set()

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from robustpool import RobustExecutor
+from robustpool import MapIterator, RobustExecutor
 
 from .workers import (
     FAST,
@@ -33,9 +32,8 @@ from .workers import (
 )
 
 
-def _close(results: Iterator[Any]) -> None:
-    """Leave a map early, explicitly: its iterator is a generator (declared an Iterator)."""
-    assert isinstance(results, Generator)
+def _close(results: MapIterator[Any]) -> None:
+    """Leave a map early, explicitly."""
     results.close()
 
 
@@ -93,16 +91,6 @@ def test_map_timeout_raises_for_the_item_not_ready(tmp_path: Path) -> None:
     assert 1.95 <= elapsed < 2.0 + 0.5 + PROMPT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "robustpool bug: map's TimeoutError is raised only after the generator's finally "
-        "(_executor._results -> IMapIterator.close -> StreamJob.close) has waited for the items still "
-        "running, up to close_timeout (10 s by default), so map(..., timeout=0.5) raises up to 10 s late "
-        "while an item runs on; an item's error is delayed the same way. The standard library raises "
-        "at the deadline and does not wait for running calls"
-    ),
-)
 def test_map_timeout_is_raised_at_the_deadline_while_an_item_runs_on(tmp_path: Path) -> None:
     release = tmp_path / "release"
     elapsed = 0.0
@@ -241,17 +229,6 @@ def test_map_left_early_cleans_every_unreceived_result_once(tmp_path: Path, how:
     _leave_early_and_check(tmp_path, 5, how)
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    strict=True,
-    reason=(
-        "robustpool bug: map() returns the generator _executor._results, whose stream is closed in its "
-        "finally; close() of a generator never started does not run that finally, and since Python 3.12 "
-        "it no longer drops the generator's arguments either, so the IMapIterator stays open: "
-        "shutdown(wait=True) then reads and computes the whole rest of the input and no result is cleaned "
-        "until the generator object itself is collected (on 3.11 the freed IMapIterator closes itself)"
-    ),
-)
 def test_map_closed_before_its_first_result_cleans_everything(tmp_path: Path) -> None:
     cleaner = _Cleaner()
     with RobustExecutor(2, start_method=FAST) as executor:

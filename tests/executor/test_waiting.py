@@ -146,7 +146,7 @@ def test_wait_all_completed_and_timeout(tmp_path: Path) -> None:
 def test_as_completed_over_100_futures_with_one_sigkill() -> None:
     bad = 37
     with RobustExecutor(2) as executor:
-        futures = {executor.submit(square_or_sigkill, bad, x): x for x in range(100)}
+        futures: dict[Future[int], int] = {executor.submit(square_or_sigkill, bad, x): x for x in range(100)}
         ok = 0
         lost: list[tuple[int, WorkerLostError]] = []
         for future in as_completed(futures, timeout=GET):

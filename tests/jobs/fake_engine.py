@@ -143,6 +143,15 @@ class FakeEngine:
             for c in dropped:
                 burst.drop(job, c.start, len(c.items))
 
+    def cancel_all(self) -> None:
+        """Drops every pending chunk, in one burst."""
+        with self._lock:
+            dropped = [c for c in self.pending if c.job.cancellable]
+            self.pending = [c for c in self.pending if not c.job.cancellable]
+        with Burst() as burst:
+            for c in dropped:
+                burst.drop(c.job, c.start, len(c.items))
+
     def kill(self, job: Job) -> None:
         """Drops the job's pending chunks (as cancel) and forgets its running ones: their
         outcomes are never reported (a killed worker sends nothing)."""
