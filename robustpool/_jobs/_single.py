@@ -55,6 +55,8 @@ class Outcome:
     """
 
     cancellable = False  # every item will be wanted, so an engine may queue ahead
+    # Slots: one call's job is one object for the cyclic collector, not two (with a dict).
+    __slots__ = ("_callback", "_ended", "_engine", "_error_callback", "_watch_lock", "_watchers", "event", "gen", "ok", "value")
 
     def __init__(
         self,
@@ -127,6 +129,8 @@ class Outcome:
 class SingleJob(Outcome):
     """The job of ``apply_async``: its one item."""
 
+    __slots__ = ()
+
     def deliver(self, index: int, values: Sequence[Any]) -> None:
         self._set(True, values[0])
 
@@ -137,6 +141,8 @@ class SingleJob(Outcome):
 class AsyncResult(Generic[T]):
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``, as in
     ``multiprocessing.pool.AsyncResult``. Made by the pool, not by users."""
+
+    __slots__ = ("__weakref__", "_job")
 
     def __init__(self, job: Outcome) -> None:
         self._job = job
@@ -259,6 +265,7 @@ class FutureJob:
     """The job of ``submit``: adapts a RobustFuture (or any ``concurrent.futures.Future``)."""
 
     cancellable = True
+    __slots__ = ("_engine", "_started", "future")
 
     def __init__(self, future: Future[Any], engine: Engine | None = None) -> None:
         self.future = future
