@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import _base as futures_base
@@ -210,18 +211,21 @@ class RobustFuture(Future[T]):
     works too, and cancelling the awaiting task cancels the future.
     """
 
-    _job: FutureJob | None = None  # set by the facade that made it
+    # Its job, weakly: the job holds the future, and a cycle would leave every finished call
+    # to the cyclic collector. While the call is queued or runs, the engine holds the job.
+    _job: weakref.ref[FutureJob] | None = None
 
     def cancel(self) -> bool:
         return self._cancel(running=True)
 
     def _cancel(self, running: bool) -> bool:
+        ref = self._job
+        job = ref() if ref is not None else None
         # The base class's cancel, extended to RUNNING, and notifying waiters at once:
         # as_completed() and wait() learn of a cancel only through their waiters, which the
         # base class tells only when the executor reaches the future. We may never reach it
         # (its chunk is dropped), so we tell them here. This uses the base class's state
         # fields, the same in every Python we support.
-        job = self._job
         stoppable = running and job is not None and job.stoppable
         with self._condition:
             state = self._state
@@ -265,14 +269,14 @@ class FutureJob:
     """The job of ``submit``: adapts a RobustFuture (or any ``concurrent.futures.Future``)."""
 
     cancellable = True
-    __slots__ = ("_engine", "_started", "future")
+    __slots__ = ("__weakref__", "_engine", "_started", "future")
 
     def __init__(self, future: Future[Any], engine: Engine | None = None) -> None:
         self.future = future
         self._started = False
         self._engine = engine
         if isinstance(future, RobustFuture):
-            future._job = self
+            future._job = weakref.ref(self)
 
     @property
     def stoppable(self) -> bool:
