@@ -21,7 +21,7 @@ import gc
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import _forks
@@ -29,6 +29,7 @@ from ._calls import Mode
 from ._config import PoolConfig
 from ._engine import Capability, Chunk, Engine, Job
 from ._errors import TaskSerializationError
+from ._jobs._iterators import IMapIterator
 from ._jobs._single import FutureJob, RobustFuture
 from ._jobs._stream import StreamJob
 
@@ -113,6 +114,26 @@ class PoolCore:
                 batch = []
         if batch:
             engine.submit(batch)
+
+    def stream(
+        self,
+        func: Callable[..., Any],
+        mode: Mode,
+        iterable: Iterable[Any],
+        chunksize: int,
+        window: int,
+        ordered: bool,
+        cleanup: Callable[[Any], object] | None,
+        close_timeout: float,
+        timeout: float,
+    ) -> tuple[IMapIterator[Any], StreamJob]:
+        """A lazy stream of ``func`` over ``iterable`` (imap, executor map), tracked here
+        so join and terminate reach it; returns its iterator and job."""
+        ref = self.engine.function(func)
+        job = StreamJob(self.engine, ref, mode, iterable, chunksize, window, ordered, cleanup, close_timeout, timeout)
+        it: IMapIterator[Any] = IMapIterator(job)
+        self.track(it, job)
+        return it, job
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> RobustFuture[Any]:
         """``fn(*args, **kwargs)`` as a future whose cancel() stops it (see RobustFuture)."""

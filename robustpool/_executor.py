@@ -131,15 +131,12 @@ class RobustExecutor(Executor):
             check_callable(cleanup, "cleanup")
         with self._lock:
             self._check_open()
-            ref = self._engine.function(fn)
-            window = buffersize or self._config.buffersize
             config = self._config
+            window = buffersize or config.buffersize
             items = zip(*iterables, strict=False)  # the shortest input ends it, as in the standard library
-            job = StreamJob(
-                self._engine, ref, Mode.STAR, items, chunksize, window, True, cleanup, config.close_timeout, config.task_timeout
-            )  # fmt: skip
-            it: IMapIterator[R] = IMapIterator(job)
-            self._core.track(it, job)
+            it, job = self._core.stream(
+                fn, Mode.STAR, items, chunksize, window, True, cleanup, config.close_timeout, config.task_timeout
+            )
         return MapIterator(it, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

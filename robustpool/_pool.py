@@ -30,7 +30,6 @@ from ._engine import Capability, Engine
 from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import AsyncResult, RobustFuture, SingleJob
-from ._jobs._stream import StreamJob
 from ._process._engine import ProcessEngine
 from ._stats import PoolStats
 
@@ -256,12 +255,9 @@ class RobustPool:
             check_callable(cleanup, "cleanup")
         if buffersize is not None:
             positive_int("buffersize", buffersize)
-        ref = self._engine.function(func)
-        window = buffersize or self._config.buffersize
         config = self._config
-        job = StreamJob(self._engine, ref, Mode.MAP, iterable, chunksize, window, ordered, cleanup, config.close_timeout, timeout)
-        it: IMapIterator[Any] = IMapIterator(job)
-        self._core.track(it, job)
+        window = buffersize or config.buffersize
+        it, _ = self._core.stream(func, Mode.MAP, iterable, chunksize, window, ordered, cleanup, config.close_timeout, timeout)
         return it
 
     def imap(
