@@ -118,8 +118,7 @@ class Loop(Fleet):
                     break
                 for t in batch:
                     failed.add(t.job)
-                    for k in range(t.received, t.count):
-                        self._fail(t.job, t.start + k, err)
+                    self._fail_task(t, err)
             for job in failed:
                 job.flush()
 
