@@ -164,8 +164,11 @@ class PoolCore:
         if self.state is State.CLOSED:
             # Lazy streams still owe their input: read it now -- but only for iterators the
             # caller can still reach. One dropped inside a reference cycle is collected
-            # (and closed) first, so a dropped endless input is never read forever.
-            gc.collect()
+            # (and closed) first, so a dropped endless input is never read forever. The
+            # collection runs only when some stream owes input: a full collection costs
+            # the owner's whole heap (100 ms and more in a big program), on every join.
+            if any(job.owes_input for job in list(self._streams.values())):
+                gc.collect()
             deadline = None if timeout is None else time.monotonic() + timeout
             for job in list(self._streams.values()):
                 job.feed(everything=True, deadline=deadline)

@@ -1,6 +1,6 @@
 """The public signatures are precise: mypy rejects calls that cannot work.
 
-Each snippet is type-checked with mypy --strict (the installed mypy, through its API, on a
+Each snippet is type-checked with mypy --strict (the installed mypy, in a child process, on a
 temporary file); the bad ones must fail with the expected error code, the good one must pass.
 """
 
@@ -10,7 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from mypy import api
+
+from tests.mypy_run import mypy_strict
 
 HEADER = """
 from concurrent.futures import Future
@@ -50,10 +51,7 @@ BAD = {
 def _check(tmp_path: Path, body: str) -> tuple[str, int]:
     source = tmp_path / "snippet.py"
     source.write_text(textwrap.dedent(HEADER) + textwrap.dedent(body))
-    stdout, stderr, status = api.run(
-        ["--strict", "--no-incremental", "--cache-dir", str(tmp_path / ".mypy_cache"), "--python-version", "3.11", str(source)]
-    )
-    return stdout + stderr, status
+    return mypy_strict(source, tmp_path / ".mypy_cache")
 
 
 @pytest.mark.timeout(120)

@@ -94,6 +94,11 @@ class StreamJob:
 
     # -- feeding (the consumer's thread) --
 
+    @property
+    def owes_input(self) -> bool:
+        """True while input is left to read (a racy snapshot; ``feed`` decides for real)."""
+        return self._input is not None and not self.closed
+
     def feed(self, everything: bool = False, deadline: float | None = None) -> None:
         """Read more input into chunks: up to the window, or (``everything``) all of it,
         submitting as it goes and stopping at ``deadline`` (a ``time.monotonic()``)."""

@@ -1,6 +1,6 @@
 """What users write from asyncio type-checks under mypy --strict, with the right types.
 
-One snippet, checked once (the installed mypy, through its API, on a temporary file), with
+One snippet, checked once (the installed mypy, in a child process, on a temporary file), with
 ``reveal_type`` on every awaited value; each test reads its own lines from the report.
 """
 
@@ -10,7 +10,8 @@ import re
 import textwrap
 
 import pytest
-from mypy import api
+
+from tests.mypy_run import mypy_strict
 
 SNIPPET = """
 import asyncio
@@ -53,12 +54,10 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
     source = tmp / "snippet.py"
     text = textwrap.dedent(SNIPPET)
     source.write_text(text)
-    stdout, stderr, _status = api.run(
-        ["--strict", "--no-incremental", "--cache-dir", str(tmp / ".mypy_cache"), "--python-version", "3.11", str(source)]
-    )
+    out, _status = mypy_strict(source, tmp / ".mypy_cache")
     tags = {n: m.group(1) for n, line in enumerate(text.splitlines(), 1) if (m := re.search(r"# \w+: (\S+)$", line))}
     by_tag: dict[str, list[str]] = {tag: [] for tag in tags.values()}
-    for message in (stdout + stderr).splitlines():
+    for message in out.splitlines():
         m = re.match(rf"{re.escape(str(source))}:(\d+): (.*)", message)
         if m is None:
             continue

@@ -13,7 +13,7 @@ import pytest
 
 from robustpool import InitializerError, RobustExecutor, RobustPoolError
 
-from .workers import FAST, GET, init, init_fail, init_status, mul, pid_of, square
+from .workers import FAST, GET, init, init_fail, init_status, mul, pid_of, square, wait_until
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
@@ -66,7 +66,9 @@ def test_max_tasks_per_child_replaces_the_worker(start_method: str) -> None:
         assert pids[0] == pids[1] == pids[2]
         assert pids[3] == pids[4] == pids[5] != pids[0]
         assert pids[6] not in (pids[0], pids[3])
-        assert len(executor.worker_pids()) == 1
+        # The second worker may still be on its way out when the seventh result arrives.
+        wait_until(lambda: len(executor.worker_pids()) == 1, "the recycled worker to be gone")
+        assert executor.worker_pids() == [pids[6]]
         assert dict(executor.stats().replaced) == {"recycled (maxtasksperchild)": 2}
 
 
