@@ -10,8 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from tests.mypy_run import mypy_strict
+from mypy_run import mypy_strict
 
 HEADER = """
 from concurrent.futures import Future

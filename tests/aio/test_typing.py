@@ -10,8 +10,7 @@ import re
 import textwrap
 
 import pytest
-
-from tests.mypy_run import mypy_strict
+from mypy_run import mypy_strict
 
 SNIPPET = """
 import asyncio
