@@ -183,22 +183,76 @@ class AsyncResult(Generic[T]):
         Cancelling the awaiting task stops the call: its worker is killed if it is running
         (and replaced), and the result ends with ``concurrent.futures.CancelledError``.
         """
-        return self._wait().__await__()
-
-    async def _wait(self) -> T:
-        import asyncio  # here: a loop runs, so it is loaded; `import robustpool` stays lean
-
-        from . import _aio
-
         job = self._job
         if not job.event.is_set():
             _forks.check(job.gen, "result")
+            from . import _aio  # here: a loop runs, so asyncio is loaded; `import robustpool` stays lean
+
             try:
-                await _aio.wait(job.watch)
-            except asyncio.CancelledError:
+                yield from _aio.waiting(job.watch)
+            except _aio.CancelledError:
                 job.stop()
                 raise
         return self.get(0)
+
+
+class _FutureLock:
+    """The ``_condition`` of a RobustFuture: what ``concurrent.futures`` uses of a
+    ``threading.Condition`` (``with``, ``acquire``/``release``, ``wait``, ``notify_all``)
+    as one object over one lock.
+
+    A ``threading.Condition`` builds an RLock, a deque and five bound methods, objects the
+    cyclic collector tracks for every pending future; this is one (its RLock is not
+    tracked). Reentrant, as ``concurrent.futures.wait`` needs: it asks each future
+    ``cancelled()`` while it holds all their locks.
+    """
+
+    __slots__ = ("_lock", "_waiters")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._waiters: list[threading.Lock] | None = None  # made by the first wait()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Called with the lock held: release it until notified or ``timeout`` passes."""
+        waiter = threading.Lock()
+        waiter.acquire()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        held = self._lock._release_save()  # type: ignore[attr-defined]  # all levels, as Condition does
+        woken = False
+        try:
+            woken = waiter.acquire(True, -1 if timeout is None else max(0.0, timeout))
+            return woken
+        finally:
+            self._lock._acquire_restore(held)  # type: ignore[attr-defined]
+            if not woken:
+                with contextlib.suppress(ValueError):  # notified meanwhile: already removed
+                    self._waiters.remove(waiter)
+
+    def notify_all(self) -> None:
+        """Called with the lock held: wake every waiter."""
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            waiter.release()
+
+
+# The fields Future.__init__ sets in every Python we support; another Python's own
+# __init__ runs instead (and builds a Condition that is dropped at once).
+_FUTURE_FIELDS_KNOWN = set(vars(Future())) == {"_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"}
 
 
 class RobustFuture(Future[T]):
@@ -214,6 +268,17 @@ class RobustFuture(Future[T]):
     # Its job, weakly: the job holds the future, and a cycle would leave every finished call
     # to the cyclic collector. While the call is queued or runs, the engine holds the job.
     _job: weakref.ref[FutureJob] | None = None
+
+    def __init__(self) -> None:
+        if _FUTURE_FIELDS_KNOWN:  # the base class's fields, without building its Condition
+            self._state = futures_base.PENDING
+            self._result = None
+            self._exception = None
+            self._waiters = []
+            self._done_callbacks: list[Callable[[Future[T]], object]] = []
+        else:
+            super().__init__()
+        self._condition = _FutureLock()  # type: ignore[assignment]  # see _FutureLock
 
     def cancel(self) -> bool:
         return self._cancel(running=True)
@@ -243,26 +308,21 @@ class RobustFuture(Future[T]):
         return True
 
     def __await__(self) -> Generator[Any, None, T]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> T:
-        import asyncio  # (see AsyncResult._wait)
-
-        from . import _aio
-
-        def watch(watcher: Callable[[], None]) -> bool:
-            self.add_done_callback(lambda _f: watcher())
-            return False
+        from . import _aio  # (see AsyncResult.__await__)
 
         if not self.done():
             try:
-                await _aio.wait(watch)
-            except asyncio.CancelledError:
+                yield from _aio.waiting(self._watch)
+            except _aio.CancelledError:
                 self.cancel()
                 raise
         if self.cancelled():
-            raise asyncio.CancelledError
+            raise _aio.CancelledError
         return self.result()
+
+    def _watch(self, watcher: Callable[..., None]) -> bool:
+        self.add_done_callback(watcher)  # called with the future: the watcher ignores it
+        return False
 
 
 class FutureJob:
