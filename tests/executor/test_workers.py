@@ -66,9 +66,9 @@ def test_max_tasks_per_child_replaces_the_worker(start_method: str) -> None:
         assert pids[0] == pids[1] == pids[2]
         assert pids[3] == pids[4] == pids[5] != pids[0]
         assert pids[6] not in (pids[0], pids[3])
-        # The second worker may still be on its way out when the seventh result arrives.
-        wait_until(lambda: len(executor.worker_pids()) == 1, "the recycled worker to be gone")
-        assert executor.worker_pids() == [pids[6]]
+        # When the seventh result arrives the second worker may still be on its way out, and
+        # the supervisor's word of the third one's pid may not have arrived yet.
+        wait_until(lambda: executor.worker_pids() == [pids[6]], "only the third worker left")
         assert dict(executor.stats().replaced) == {"recycled (maxtasksperchild)": 2}
 
 
