@@ -170,7 +170,7 @@ class PoolCore:
             if any(job.owes_input for job in list(self._streams.values())):
                 gc.collect()
             deadline = None if timeout is None else time.monotonic() + timeout
-            for job in list(self._streams.values()):
+            for job in list(self._streams.values()):  # after the collection: the ones still reachable
                 job.feed(everything=True, deadline=deadline)
             if deadline is not None:
                 timeout = max(0.0, deadline - time.monotonic())

@@ -239,8 +239,10 @@ class _FutureLock:
             return woken
         finally:
             self._lock._acquire_restore(held)  # type: ignore[attr-defined]
-            if not woken:
-                with contextlib.suppress(ValueError):  # notified meanwhile: already removed
+            # Timed out: forget the waiter, unless a notify_all took the list meanwhile (it
+            # may be gone, or be a later wait's list without this waiter).
+            if not woken and self._waiters:
+                with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
 
     def notify_all(self) -> None:
