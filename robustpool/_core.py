@@ -101,6 +101,9 @@ class PoolCore:
                 job.fail(k, exc)
             job.flush()
             return
+        if len(items) <= chunksize:  # one chunk (every apply_async and submit)
+            engine.submit((Chunk(job, ref, mode, 0, items, timeout, indexed, stream),))
+            return
         # Chunks go to the engine in batches of doubling size (1, 2, 4, ...): workers start
         # on the first chunk while the rest are still being pickled, for a handful of
         # wake-ups whatever the number of chunks.
@@ -138,7 +141,7 @@ class PoolCore:
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> RobustFuture[Any]:
         """``fn(*args, **kwargs)`` as a future whose cancel() stops it (see RobustFuture)."""
         future: RobustFuture[Any] = RobustFuture()
-        self.start(FutureJob(future, self.engine), fn, Mode.APPLY, [(args, kwargs)], 1, False, timeout)
+        self.start(FutureJob(future, self.engine), fn, Mode.APPLY, ((args, kwargs),), 1, False, timeout)
         return future
 
     def close_streams(self) -> list[Exception]:

@@ -97,7 +97,7 @@ class FuncRef:
         return next(_func_ids)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice as much, per call
 class Chunk:
     """Consecutive items ``start .. start+len(items)-1`` of ``job``: the unit of work.
 

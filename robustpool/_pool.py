@@ -136,7 +136,8 @@ class RobustPool:
         check_callable(func)
         timeout = self._timeout(task_timeout)
         job = SingleJob(callback, error_callback, self._engine)
-        self._core.start(job, func, Mode.APPLY, [(tuple(args), dict(kwds or {}))], 1, False, timeout)
+        item = (args if type(args) is tuple else tuple(args), dict(kwds) if kwds else {})
+        self._core.start(job, func, Mode.APPLY, (item,), 1, False, timeout)
         return AsyncResult(job)
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RobustFuture[R]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import traceback
+from typing import Any
 
 from robustpool import RemoteTaskError
 from robustpool._process import _serialize as ser
@@ -92,3 +93,41 @@ def test_exceptions_raised_in_main_keep_their_frames() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "in inner" in out and "ValueError: deep" in out and "direct cause" in out and "KeyError: 'outer'" in out
+
+
+class _PicklesThroughUs:
+    """A user object whose ``__reduce__`` pickles something through robustpool itself."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (bytes, (ser.dumps([1, 2, 3]),))
+
+
+def test_the_reused_pickler_survives_reentrancy_failures_and_big_outputs() -> None:
+    pickle = __import__("pickle")
+    nested = pickle.loads(ser.dumps([_PicklesThroughUs(), "after"]))
+    assert pickle.loads(nested[0]) == [1, 2, 3] and nested[1] == "after"
+    # A dump the fast pickler gave up on half-way leaves nothing behind for the next one.
+    assert ser.loads(ser.dumps([1, 2, lambda: 3, 4]))[2]() == 3
+    assert ser.dumps((5, "x")) == pickle.dumps((5, "x"), ser.PROTOCOL)
+    big = b"b" * (1 << 20)
+    assert ser.loads(ser.dumps(big)) == big
+    assert ser.dumps((5, "x")) == pickle.dumps((5, "x"), ser.PROTOCOL)
+
+
+def test_a_function_rebound_under_its_name_is_no_longer_taken_as_named() -> None:
+    import types
+
+    from robustpool._process._engine import _still_named
+
+    module: Any = types.ModuleType("robustpool_test_rebound")
+    exec("def f(x):\n    return x\n\nclass Box:\n    @staticmethod\n    def g(x):\n        return x\n", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        f, g = module.f, module.Box.g
+        assert _still_named(f) and _still_named(g)  # a module attribute, and a dotted name
+        module.f = lambda x: -x
+        module.Box.g = staticmethod(lambda x: -x)
+        assert not _still_named(f) and not _still_named(g)
+    finally:
+        del sys.modules[module.__name__]
+    assert not _still_named(module.f)

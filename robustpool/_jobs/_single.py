@@ -17,47 +17,22 @@ from . import run_callback, timeout_error
 T = TypeVar("T")
 
 
-class Done:
-    """A one-shot event, lighter than ``threading.Event`` (which builds a Condition, a deque
-    and bound methods: objects the cyclic collector must track, for every pending call).
-
-    A lock held from birth until ``set()``; a waiter takes it and gives it back at once, so
-    every waiter passes once it is set. ``set()`` is called once, by its owner.
-    """
-
-    __slots__ = ("_flag", "_lock")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._flag = False
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def set(self) -> None:
-        if not self._flag:
-            self._flag = True
-            self._lock.release()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._flag:
-            return True
-        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            self._lock.release()
-            return True
-        return self._flag
-
-
 class Outcome:
     """The job side of a result that ends once, with a value or an error (see AsyncResult).
 
-    Set by the engine (``_set``), read by the user's threads; the event orders the two.
+    Set by the engine (``_set``), read by the user's threads. The job is its own one-shot
+    event (``is_set``/``wait``): ``_done`` is a lock held from birth until the outcome is
+    set, and a waiter takes it and gives it back at once, so every waiter passes once it is
+    set. A ``threading.Event`` would build a Condition, a deque and bound methods, objects
+    the cyclic collector tracks for every pending call; a separate event object would be
+    one more.
     """
 
     cancellable = False  # every item will be wanted, so an engine may queue ahead
     # Slots: one call's job is one object for the cyclic collector, not two (with a dict).
-    __slots__ = ("_callback", "_ended", "_engine", "_error_callback", "_watch_lock", "_watchers", "event", "gen", "ok", "value")
+    __slots__ = (
+        "_callback", "_done", "_ended", "_engine", "_error_callback", "_flag", "_watch_lock", "_watchers", "gen", "ok", "value",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -65,7 +40,9 @@ class Outcome:
         error_callback: Callable[[BaseException], object] | None,
         engine: Engine | None = None,
     ) -> None:
-        self.event = Done()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._flag = False  # True once set: waiters pass without touching _done
         self.ok = False
         self.value: Any = None
         self._callback = callback
@@ -94,32 +71,51 @@ class Outcome:
 
     def _set(self, ok: bool, value: Any) -> bool:
         """End with this outcome, unless ended already; False if it was."""
+        callback = self._callback if ok else self._error_callback
         with self._watch_lock:
             if self._ended:
                 return False
             self._ended = True
             self.ok, self.value = ok, value
-        # Callbacks run before waiters wake, as in the standard library, and outside the lock.
-        if ok and self._callback is not None:
-            run_callback(self._callback, value, "callback")
-        elif not ok and self._error_callback is not None:
-            run_callback(self._error_callback, value, "error_callback")
-        with self._watch_lock:
-            self.event.set()
-            watchers, self._watchers = self._watchers, None
+            if callback is None:  # the common case: ended and woken under one acquisition
+                watchers = self._wake()
+        if callback is not None:
+            # Callbacks run before waiters wake, as in the standard library, and outside the lock.
+            run_callback(callback, value, "callback" if ok else "error_callback")
+            with self._watch_lock:
+                watchers = self._wake()
         for watcher in watchers or ():
             watcher()
         return True
 
+    def _wake(self) -> list[Callable[[], None]] | None:
+        """Called under _watch_lock: mark set, let waiters pass; returns the watchers to call."""
+        self._flag = True
+        self._done.release()
+        watchers, self._watchers = self._watchers, None
+        return watchers
+
     def watch(self, watcher: Callable[[], None]) -> bool:
         """Call ``watcher`` (any thread) once the outcome is set; True, and no call, if it is."""
         with self._watch_lock:
-            if self.event.is_set():
+            if self._flag:
                 return True
             if self._watchers is None:
                 self._watchers = []
             self._watchers.append(watcher)
             return False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set, at most ``timeout`` seconds; whether it is set."""
+        if self._flag:
+            return True
+        if self._done.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._done.release()
+            return True
+        return self._flag
 
     def stop(self) -> None:
         """The awaiting task was cancelled: end as cancelled, and stop the work."""
@@ -150,7 +146,7 @@ class AsyncResult(Generic[T]):
 
     def ready(self) -> bool:
         """True once the call has a value or an error."""
-        return self._job.event.is_set()
+        return self._job.is_set()
 
     def successful(self) -> bool:
         """Whether the call succeeded; ValueError while it is not ready."""
@@ -161,17 +157,17 @@ class AsyncResult(Generic[T]):
     def wait(self, timeout: float | None = None) -> None:
         """Wait until ready, at most ``timeout`` seconds."""
         job = self._job
-        if not job.event.is_set():
+        if not job.is_set():
             _forks.check(job.gen, "result")
-        job.event.wait(timeout)
+        job.wait(timeout)
 
     def get(self, timeout: float | None = None) -> T:
         """The value, or raise the call's error; ``multiprocessing.TimeoutError`` if it is
         not ready within ``timeout`` seconds."""
         job = self._job
-        if not job.event.is_set():
+        if not job.is_set():
             _forks.check(job.gen, "result")  # nobody would ever set it in a forked child
-        if not job.event.wait(timeout):
+        if not job.wait(timeout):
             raise timeout_error()
         if job.ok:
             return job.value  # type: ignore[no-any-return]
@@ -184,7 +180,7 @@ class AsyncResult(Generic[T]):
         (and replaced), and the result ends with ``concurrent.futures.CancelledError``.
         """
         job = self._job
-        if not job.event.is_set():
+        if not job.is_set():
             _forks.check(job.gen, "result")
             from . import _aio  # here: a loop runs, so asyncio is loaded; `import robustpool` stays lean
 

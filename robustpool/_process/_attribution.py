@@ -135,7 +135,7 @@ class Verdict:
 def settle(t: Task, death: WorkerExited, slot: SlotReading, reason: str | None, retries: int, stopping: bool) -> Verdict:
     """Settle ``t``, the task in a dead worker's slot; records the attempt on ``t``."""
     pid = death.pid
-    t.attempts.append((pid, death.exitcode))
+    t.attempts += ((pid, death.exitcode),)
     phase = slot.phase
     per_item = phase == Phase.RUNNING or (phase == Phase.DUMPING and t.stream)
     if not per_item:
@@ -147,12 +147,12 @@ def settle(t: Task, death: WorkerExited, slot: SlotReading, reason: str | None, 
         if k < t.received:
             # A stream task between items: item k's outcome had arrived, so the death is
             # nobody's doing here (an outside kill); run the rest again.
-            t.attempts.pop()
+            t.attempts = t.attempts[:-1]
             return Verdict(Outcome.INNOCENT, t.rest())
     # Items before k finished, but their results died with the worker: run them again.
     again = t.sub(t.received, k) + t.sub(k + 1, t.count)
     for nt in again:
-        nt.attempts = []
+        nt.attempts = ()
     if death.reason == TIMEOUT and death.task_id == t.task_id:
         elapsed = (time.monotonic_ns() - slot.started) / 1e9
         error: BaseException = TaskTimeoutError(t.timeout, elapsed, t.index(k), t.describe(k), pid)
@@ -160,8 +160,8 @@ def settle(t: Task, death: WorkerExited, slot: SlotReading, reason: str | None, 
     if len(t.attempts) <= retries and not stopping:
         retry = t.sub(k, k + 1)
         for nt in retry:
-            nt.attempts = list(t.attempts)
+            nt.attempts = t.attempts
         return Verdict(Outcome.RETRY, retry + again, k)
     words = PHASE_WORDS.get(phase, "running")
-    error = WorkerLostError(pid, death.exitcode, t.index(k), t.describe(k), words, tuple(t.attempts), death.last_rss, reason)
+    error = WorkerLostError(pid, death.exitcode, t.index(k), t.describe(k), words, t.attempts, death.last_rss, reason)
     return Verdict(Outcome.LOST, again, k, error)

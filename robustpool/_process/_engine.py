@@ -11,8 +11,8 @@ and queue. Data flow of one chunk::
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from types import FunctionType
 from typing import Any
@@ -23,7 +23,7 @@ from .._engine import Capability, Chunk, FuncRef, Job
 from .._stats import PoolStats
 from ._loop import Loop, shutdown_all
 from ._serialize import pickled_by_name
-from ._tasks import Task, make_tasks, pickle_function
+from ._tasks import make_tasks, pickle_function
 
 _FUNC_MEMO = 256  # functions remembered by their pickle, so equal ones share a handle
 _atexit_lock = threading.Lock()
@@ -37,6 +37,15 @@ def _register_atexit() -> None:
         if not _atexit_done:
             atexit.register(shutdown_all)
             _atexit_done = True
+
+
+def _still_named(fn: FunctionType) -> bool:
+    """Whether a function once pickled by name still is (its name still leads to it): a
+    module attribute looked up directly (most functions), the full walk otherwise."""
+    module = sys.modules.get(fn.__module__)
+    if module is not None and fn.__module__ != "__main__" and module.__dict__.get(fn.__qualname__) is fn:
+        return True
+    return pickled_by_name(fn)
 
 
 class ProcessEngine:
@@ -54,9 +63,11 @@ class ProcessEngine:
         self._lock = threading.Lock()
         self._by_blob: dict[bytes, tuple[int, str]] = {}
         self._blobs: dict[int, bytes] = {}
-        # Functions pickled by name, by identity: their pickle is known without pickling
-        # them again (written under _lock; read without it, a dict lookup).
-        self._by_fn: weakref.WeakKeyDictionary[Callable[..., Any], tuple[int, str]] = weakref.WeakKeyDictionary()
+        # Functions pickled by name, by identity, with their handle: their pickle is known
+        # without pickling them again (written under _lock; read without it, a dict
+        # lookup). These are held strongly, but each is reachable from its module anyway
+        # (that is what pickling by name means), and there are at most _FUNC_MEMO.
+        self._by_fn: dict[Callable[..., Any], FuncRef] = {}
         _register_atexit()
         self._loop = Loop(config)
 
@@ -81,9 +92,9 @@ class ProcessEngine:
         handle of an identical earlier pickle so a worker unpickles a function once, not
         once per ``apply_async``."""
         if type(fn) is FunctionType:
-            known = self._by_fn.get(fn)
-            if known is not None and pickled_by_name(fn):  # still the function its name leads to
-                return FuncRef(known[0], known[1], fn)
+            ref = self._by_fn.get(fn)
+            if ref is not None and _still_named(fn):
+                return ref
         blob = pickle_function(fn)
         with self._lock:
             known = self._by_blob.get(blob)
@@ -94,24 +105,33 @@ class ProcessEngine:
                 known = (FuncRef.new_id(), function_name(fn))
                 self._by_blob[blob] = known
                 self._blobs[known[0]] = blob
+            ref = FuncRef(known[0], known[1], fn)
             if pickled_by_name(fn):
-                self._by_fn[fn] = known
-        return FuncRef(known[0], known[1], fn)
+                if len(self._by_fn) >= _FUNC_MEMO:
+                    del self._by_fn[next(iter(self._by_fn))]
+                self._by_fn[fn] = ref
+        return ref
 
     def _blob(self, func: FuncRef) -> bytes:
         blob = self._blobs.get(func.func_id)  # one dict read, atomic: no lock needed to read
         return blob if blob is not None else pickle_function(func.fn)  # forgotten since: again
 
     def submit(self, chunks: Sequence[Chunk]) -> int:
-        tasks: list[Task] = []
-        for chunk in chunks:
-            tasks += make_tasks(chunk, self._blob(chunk.func))
-        # Items that could not be pickled failed on their jobs here, on the caller's thread.
-        for job in {chunk.job for chunk in chunks}:
-            job.flush()
-        if tasks:
-            self._loop.submit(tasks)
-        return sum(len(t.payload) for t in tasks)
+        if len(chunks) == 1:  # one call's one chunk (apply_async, submit): the hot path
+            chunk = chunks[0]
+            tasks = make_tasks(chunk, self._blob(chunk.func))
+            chunk.job.flush()
+        else:
+            tasks = []
+            for chunk in chunks:
+                tasks += make_tasks(chunk, self._blob(chunk.func))
+            # Items that could not be pickled failed on their jobs here, on the caller's thread.
+            for job in {chunk.job for chunk in chunks}:
+                job.flush()
+        if not tasks:
+            return 0
+        self._loop.submit(tasks)
+        return len(tasks[0].payload) if len(tasks) == 1 else sum(len(t.payload) for t in tasks)
 
     def cancel(self, job: Job) -> None:
         self._loop.cancel(job)

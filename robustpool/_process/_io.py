@@ -157,6 +157,11 @@ class WorkerIO(LoopState):
             self._failed += decode.report_unloadable(t, first, count, exc, self._fail)
             return
         self._took(w, t, first, count, spent)
+        if status == Status.OK:  # the common case, without the general report's calls
+            self._touched.add(t.job)
+            t.job.deliver(t.start + first, decoded)
+            self._done += count
+            return
         done, failed = decode.report(t, first, count, status, decoded, self._deliver, self._fail)
         self._done += done
         self._failed += failed

@@ -67,6 +67,10 @@ _QUIT_GRACE = 2.0  # how long idle workers get to quit by themselves on close
 _EXIT_WAIT = 5.0  # bound on waiting for the supervisor to exit
 
 
+def _load(w: WorkerHandle) -> int:
+    return len(w.inflight)
+
+
 class Loop(Fleet):
     """The dispatcher thread and everything it owns (see the module docstring); the
     thread-safe face other threads use is ``ProcessEngine`` (``_process._engine``)."""
@@ -261,10 +265,15 @@ class Loop(Fleet):
             return
         touched: set[WorkerHandle] = set()
         queued = self._queued
+        depth_of: tuple[int, bool] | None = None  # the queue is mostly one call's tasks: one estimate
+        depth = 0
         while queued:
-            w = min(open_workers, key=lambda w: len(w.inflight))
+            w = open_workers[0] if len(open_workers) == 1 else min(open_workers, key=_load)
             head = queued[0]
-            if len(w.inflight) >= self._estimates.depth(head.func.func_id, head.job.cancellable):
+            key = (head.func.func_id, head.job.cancellable)
+            if key != depth_of:
+                depth_of, depth = key, self._estimates.depth(*key)
+            if len(w.inflight) >= depth:
                 break
             t = queued.popleft()
             if not t.job.claim():

@@ -20,6 +20,7 @@ import copyreg
 import io
 import pickle
 import sys
+import threading
 import traceback
 import types
 from collections import ChainMap
@@ -109,17 +110,49 @@ def dumps_entries(kinds: bytes, data: list[Any]) -> bytes:
     return pickle.dumps((kinds, data), PROTOCOL)
 
 
+class _Reused(threading.local):
+    """One fast pickler per thread, kept between calls: building a Pickler subclass and its
+    buffer costs more than pickling a call's few arguments. ``busy`` guards reentrancy (a
+    user's ``__reduce__`` that pickles through us gets a pickler of its own)."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.pickler = _FastPickler(self.buf, PROTOCOL)
+        self.busy = False
+
+
+_reused = _Reused()
+_REUSE_BELOW = 1 << 16  # a bigger output leaves the buffer: kept, it would pin that memory
+
+
 def dumps(obj: object) -> bytes:
     """Pickle ``obj`` fast when plain pickle can do it faithfully, else with cloudpickle."""
-    buf = io.BytesIO()
+    mine = _reused
+    reuse = not mine.busy
+    if reuse:
+        mine.busy = True
+        buf, pickler = mine.buf, mine.pickler
+    else:
+        buf = io.BytesIO()
+        pickler = _FastPickler(buf, PROTOCOL)
     try:
         # Pickling into a BytesIO lets large bytes objects be written without the extra
         # copy pickle.dumps makes of its whole output.
-        _FastPickler(buf, PROTOCOL).dump(obj)
+        pickler.dump(obj)
     except Exception:
         pass
     else:
         return buf.getvalue()
+    finally:
+        if reuse:
+            pickler.clear_memo()  # the memo holds what was pickled: let it go now
+            if buf.tell() >= _REUSE_BELOW:
+                mine.buf = io.BytesIO()
+                mine.pickler = _FastPickler(mine.buf, PROTOCOL)
+            else:
+                buf.seek(0)
+                buf.truncate()
+            mine.busy = False
     # The standard pickler refuses lambdas, closures and classes it cannot import by name;
     # cloudpickle carries those by value (and raises if it cannot either).
     return _cloud_dumps(obj)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._calls import Mode, describe, function_name
@@ -53,8 +53,10 @@ class Task:
     indexed: bool = True
     stream: bool = False
     item_deadline: bool = False
-    task_id: int = field(default_factory=lambda: next(_task_ids))
-    attempts: list[tuple[int, int | None]] = field(default_factory=list)
+    task_id: int = 0  # set by make_tasks, from _task_ids
+    # One (pid, exitcode) per worker this task's items killed; a tuple, so a task nobody
+    # killed holds the shared empty one (one object fewer per pending call to collect).
+    attempts: tuple[tuple[int, int | None], ...] = ()
     received: int = 0  # items whose outcome arrived (a stream task's arrive one by one)
     cancelled: bool = False  # its job was stopped (Engine.kill): drop it, whatever happens
 
@@ -82,7 +84,7 @@ class Task:
         for k in keep:
             one = replace(self.chunk(k, k + 1), stream=False)
             for t in make_tasks(one, self.blob):
-                t.attempts = list(self.attempts)
+                t.attempts = self.attempts
                 out.append(t)
         return out
 
@@ -136,5 +138,5 @@ def make_tasks(chunk: Chunk, blob: bytes) -> list[Task]:
 def _task(chunk: Chunk, start: int, items: Sequence[Any], payload: bytes, blob: bytes) -> Task:
     return Task(
         chunk.job, chunk.func, blob, chunk.mode, start, items, payload, chunk.timeout, chunk.indexed, chunk.stream,
-        chunk.item_deadline,
+        chunk.item_deadline, next(_task_ids),
     )  # fmt: skip

@@ -86,7 +86,7 @@ def make_task(
     chunk = Chunk(JobStub(), func, Mode.MAP, START, items, timeout, indexed, stream, stream)
     [t] = make_tasks(chunk, blob=b"")
     t.received = received
-    t.attempts = list(attempts)
+    t.attempts = tuple(attempts)
     return t
 
 
@@ -391,9 +391,9 @@ def test_settle(case: SettleCase) -> None:
         assert nt is t or nt.task_id != t.task_id
         assert nt.received == 0
         if nt.attempts:  # a retried or isolated item carries every attempt, this one last
-            assert nt.attempts == [*case.prior, (PID, EXITCODE)]
-    this = [*case.prior, (PID, EXITCODE)]
-    assert t.attempts == (list(case.prior) if case.expect is Outcome.INNOCENT else this)
+            assert nt.attempts == (*case.prior, (PID, EXITCODE))
+    this = (*case.prior, (PID, EXITCODE))
+    assert t.attempts == (tuple(case.prior) if case.expect is Outcome.INNOCENT else this)
 
     culprit = START + case.k if case.indexed else None
     described = f"work({FIRST_ITEM + case.k})"
