@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
     from ._jobs._single import AsyncResult, RobustFuture
     from ._pool import RobustPool
     from ._stats import PoolStats, WorkerStats
+    from ._threadpool import RobustThreadPool, RobustThreadPoolExecutor
 
 _WHERE = {
     "AsyncResult": "._jobs._single",
@@ -42,6 +43,8 @@ _WHERE = {
     "RobustFuture": "._jobs._single",
     "RobustPool": "._pool",
     "RobustPoolError": "._errors",
+    "RobustThreadPool": "._threadpool",
+    "RobustThreadPoolExecutor": "._threadpool",
     "TaskSerializationError": "._errors",
     "TaskTimeoutError": "._errors",
     "WorkerLostError": "._errors",
@@ -62,6 +65,8 @@ __all__ = (
     "RobustFuture",
     "RobustPool",
     "RobustPoolError",
+    "RobustThreadPool",
+    "RobustThreadPoolExecutor",
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",

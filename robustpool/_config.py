@@ -131,14 +131,16 @@ class Names:
 EXECUTOR_NAMES = Names("max_workers", "max_tasks_per_child", "mp_context", "max_workers must be greater than 0", TypeError)
 
 
-def _processes(value: int | None, names: Names) -> int:
+def _processes(value: int | None, names: Names, default: int | None, fds: bool) -> int:
     if value is None:
-        return os.cpu_count() or 1
+        return default or os.cpu_count() or 1
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{names.processes} must be an int or None, not {type(value).__name__}")
     if value < 1:
         raise ValueError(names.too_few)
-    most = max_processes()
+    most = max_processes() if fds else MAX_PROCESSES
+    if value > most and not fds:
+        raise ValueError(f"{names.processes}={value} is more than robustpool runs: at most {MAX_PROCESSES} threads per pool")
     if value > most:
         raise ValueError(
             f"{names.processes}={value} is more than this process can run: at most {most} here (each worker needs two "
@@ -205,8 +207,12 @@ class PoolConfig:
         buffersize: int | None = None,
         close_timeout: float | None = 10.0,
         names: Names = Names(),
+        default_workers: int | None = None,
+        threads: bool = False,
     ) -> PoolConfig:
-        nproc = _processes(processes, names)
+        """Validate every parameter. ``default_workers`` replaces ``os.cpu_count()`` as the
+        default size; ``threads``: the workers are threads (no descriptors per worker)."""
+        nproc = _processes(processes, names, default_workers, not threads)
         if initializer is not None:
             check_callable(initializer, "initializer")
         try:

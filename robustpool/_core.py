@@ -38,13 +38,14 @@ def refuse_unsupported(config: PoolConfig, capabilities: Capability, engine: str
     """Raise ValueError, at the call, for a parameter the engine cannot enforce (a thread
     cannot be killed on timeout): silently ignoring it would be a broken promise."""
     needs = (
-        ("task_timeout", config.task_timeout > 0, Capability.KILL_ON_TIMEOUT),
-        ("memory_limit", config.memory_limit is not None, Capability.MEMORY_LIMIT),
-        ("maxtasksperchild", config.maxtasksperchild is not None, Capability.RECYCLE),
+        ("task_timeout", config.task_timeout > 0, Capability.KILL_ON_TIMEOUT, "a running call cannot be stopped"),
+        ("memory_limit", config.memory_limit is not None, Capability.MEMORY_LIMIT, "threads share one process's memory"),
+        ("maxtasksperchild", config.maxtasksperchild is not None, Capability.RECYCLE, "threads are not recycled"),
+        ("retries", config.retries > 0, Capability.DEATHS, "a task cannot kill its worker, so no death is retried"),
     )
-    for name, asked, needed in needs:
+    for name, asked, needed, why in needs:
         if asked and not capabilities & needed:
-            raise ValueError(f"{name} needs workers that are processes; {engine} cannot enforce it (use RobustPool)")
+            raise ValueError(f"{name} needs workers that are processes; {engine} cannot enforce it ({why}): use RobustPool")
 
 
 class State(enum.Enum):

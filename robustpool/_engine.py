@@ -47,7 +47,12 @@ class Job(Protocol):
         ...
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
-        """Consecutive items starting at ``index`` succeeded with ``values``."""
+        """Consecutive items starting at ``index`` succeeded with ``values``.
+
+        An engine reports each item once, with one exception: an engine that cannot stop
+        running work (threads) fails its unreported items at ``terminate()`` and still
+        reports them when they finish. The job then treats the values as late: nobody
+        can receive them, so they go to its cleanup, if it has one."""
         ...
 
     def fail(self, index: int, exc: BaseException) -> None:
@@ -81,6 +86,7 @@ class Capability(enum.Flag):
     RECYCLE = enum.auto()  # maxtasksperchild
     PIDS = enum.auto()  # workers are processes with pids
     STOP_RUNNING = enum.auto()  # kill(): a cancelled call's running chunks are stopped
+    DEATHS = enum.auto()  # a task can kill its worker (retries then run it again on a fresh one)
 
 
 @dataclass(frozen=True, slots=True)

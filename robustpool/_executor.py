@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar, final
+from typing import Any, Generic, ParamSpec, Self, TypeVar, final
 
 from . import _forks
 from ._calls import Mode
@@ -38,53 +38,14 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-@final
-class RobustExecutor(Executor):
-    """A process pool executor that survives dying workers.
+class ExecutorBase(Executor):
+    """The ``concurrent.futures.Executor`` API over an engine: everything of
+    ``RobustExecutor`` and ``RobustThreadPoolExecutor`` but how they build their engine."""
 
-    ``max_workers`` defaults to ``os.cpu_count()``; ``mp_context`` picks how the supervisor
-    starts (as ``RobustPool``'s ``context``); ``initializer(*initargs)`` runs once in every
-    worker, and if it fails in three fresh workers in a row the executor is broken and
-    fails futures with InitializerError (also a ``concurrent.futures.BrokenExecutor``);
-    ``max_tasks_per_child`` recycles a worker after that many tasks. Keyword-only, as on
-    ``RobustPool``: ``task_timeout``, ``retries``, ``memory_limit``, ``start_method``,
-    ``buffersize`` (chunks ``map`` keeps ahead of its consumer) and ``close_timeout``.
-    """
-
-    def __init__(
-        self,
-        max_workers: int | None = None,
-        mp_context: Any = None,
-        initializer: Callable[..., object] | None = None,
-        initargs: Iterable[Any] = (),
-        max_tasks_per_child: int | None = None,
-        *,
-        task_timeout: float | None = None,
-        retries: int = 0,
-        memory_limit: int | str | None = None,
-        start_method: str | None = None,
-        buffersize: int | None = None,
-        close_timeout: float | None = 10.0,
-    ) -> None:
-        config = PoolConfig.build(
-            max_workers,
-            initializer,
-            initargs,
-            max_tasks_per_child,
-            mp_context,
-            task_timeout=task_timeout,
-            retries=retries,
-            memory_limit=memory_limit,
-            start_method=start_method,
-            buffersize=buffersize,
-            close_timeout=close_timeout,
-            names=EXECUTOR_NAMES,
-        )
-        self._config = config
-        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
-        self._engine: Engine = ProcessEngine(config)
-        self._core = PoolCore(self._engine)
-        self._lock = threading.Lock()  # orders submit() against shutdown()
+    _config: PoolConfig
+    _engine: Engine
+    _core: PoolCore
+    _lock: threading.Lock  # orders submit() against shutdown()
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RobustFuture[R]:
         """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
@@ -153,7 +114,7 @@ class RobustExecutor(Executor):
         if wait:
             self._core.join()
 
-    def __enter__(self) -> RobustExecutor:
+    def __enter__(self) -> Self:
         with self._lock:
             self._check_open()
         return self
@@ -163,7 +124,7 @@ class RobustExecutor(Executor):
             return  # a forked child leaving the owner's with block
         self.shutdown(wait=True)
 
-    async def __aenter__(self) -> RobustExecutor:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -199,6 +160,55 @@ class RobustExecutor(Executor):
     def worker_pids(self) -> list[int]:
         """Pids of the workers alive right now (for tests and diagnostics)."""
         return self._engine.pids()
+
+
+@final
+class RobustExecutor(ExecutorBase):
+    """A process pool executor that survives dying workers.
+
+    ``max_workers`` defaults to ``os.cpu_count()``; ``mp_context`` picks how the supervisor
+    starts (as ``RobustPool``'s ``context``); ``initializer(*initargs)`` runs once in every
+    worker, and if it fails in three fresh workers in a row the executor is broken and
+    fails futures with InitializerError (also a ``concurrent.futures.BrokenExecutor``);
+    ``max_tasks_per_child`` recycles a worker after that many tasks. Keyword-only, as on
+    ``RobustPool``: ``task_timeout``, ``retries``, ``memory_limit``, ``start_method``,
+    ``buffersize`` (chunks ``map`` keeps ahead of its consumer) and ``close_timeout``.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        max_tasks_per_child: int | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        memory_limit: int | str | None = None,
+        start_method: str | None = None,
+        buffersize: int | None = None,
+        close_timeout: float | None = 10.0,
+    ) -> None:
+        config = PoolConfig.build(
+            max_workers,
+            initializer,
+            initargs,
+            max_tasks_per_child,
+            mp_context,
+            task_timeout=task_timeout,
+            retries=retries,
+            memory_limit=memory_limit,
+            start_method=start_method,
+            buffersize=buffersize,
+            close_timeout=close_timeout,
+            names=EXECUTOR_NAMES,
+        )
+        self._config = config
+        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
+        self._engine: Engine = ProcessEngine(config)
+        self._core = PoolCore(self._engine)
+        self._lock = threading.Lock()  # orders submit() against shutdown()
 
 
 @final

@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Self, TypeVar, cast
 
 from . import _forks
 from ._calls import Mode
@@ -39,60 +39,13 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-class RobustPool:
-    """A process pool with the ``multiprocessing.Pool`` API that survives dying workers.
+class PoolBase:
+    """The ``multiprocessing.Pool`` API over an engine: everything of ``RobustPool`` and
+    ``RobustThreadPool`` but how they build their engine (their ``__init__``)."""
 
-    ``processes`` defaults to ``os.cpu_count()``. ``initializer(*initargs)`` runs once in
-    every worker; if it fails in three fresh workers in a row the pool is broken and fails
-    tasks with InitializerError. ``maxtasksperchild`` recycles a worker after that many
-    tasks (chunks). Keyword-only: ``task_timeout`` (seconds a task may run before its
-    worker is killed; TaskTimeoutError; loading the task's function and arguments in the
-    worker has its own allowance, the larger of ``task_timeout`` and 30 s), ``retries`` (how many times a task that killed its
-    worker is run again on a fresh one), ``memory_limit`` (bytes or a size such as
-    ``"2GB"``: a worker whose process tree's RSS passes it is recycled after its current
-    task; one at twice the limit is killed and its task fails with WorkerLostError),
-    ``start_method`` (``"fork"`` or ``"spawn"`` for
-    the supervisor; by default fork when the owner has a single thread), ``buffersize``
-    (chunks an ``imap`` keeps ahead of its consumer; fewer for items whose pickles pass
-    about 32 MiB in all) and ``close_timeout`` (how long closing
-    an ``imap`` iterator waits for running tasks so it can clean their results; None or
-    ``math.inf``: as long as they take). ``context``, as in ``multiprocessing.Pool``, is a
-    ``multiprocessing`` context whose start method picks how the supervisor starts (fork, or
-    a fresh interpreter for spawn and forkserver); workers are always forked by it.
-    """
-
-    def __init__(
-        self,
-        processes: int | None = None,
-        initializer: Callable[..., object] | None = None,
-        initargs: Iterable[Any] = (),
-        maxtasksperchild: int | None = None,
-        context: Any = None,
-        *,
-        task_timeout: float | None = None,
-        retries: int = 0,
-        memory_limit: int | str | None = None,
-        start_method: str | None = None,
-        buffersize: int | None = None,
-        close_timeout: float | None = 10.0,
-    ) -> None:
-        config = PoolConfig.build(
-            processes,
-            initializer,
-            initargs,
-            maxtasksperchild,
-            context,
-            task_timeout=task_timeout,
-            retries=retries,
-            memory_limit=memory_limit,
-            start_method=start_method,
-            buffersize=buffersize,
-            close_timeout=close_timeout,
-        )
-        self._config = config
-        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
-        self._engine: Engine = ProcessEngine(config)
-        self._core = PoolCore(self._engine)
+    _config: PoolConfig
+    _engine: Engine
+    _core: PoolCore
 
     # -- helpers --
 
@@ -303,7 +256,7 @@ class RobustPool:
         if errors:
             raise ExceptionGroup(f"robustpool: cleanup failed for {len(errors)} result(s)", errors)
 
-    def __enter__(self) -> RobustPool:
+    def __enter__(self) -> Self:
         self._core.check_running()
         return self
 
@@ -322,7 +275,7 @@ class RobustPool:
             if exc is not None:
                 exc.add_note(f"robustpool: while terminating, {group}: {group.exceptions!r}")
 
-    async def __aenter__(self) -> RobustPool:
+    async def __aenter__(self) -> Self:
         self._core.check_running()
         return self
 
@@ -360,6 +313,62 @@ class RobustPool:
     def worker_pids(self) -> list[int]:
         """Pids of the workers alive right now (for tests and diagnostics)."""
         return self._engine.pids()
+
+
+class RobustPool(PoolBase):
+    """A process pool with the ``multiprocessing.Pool`` API that survives dying workers.
+
+    ``processes`` defaults to ``os.cpu_count()``. ``initializer(*initargs)`` runs once in
+    every worker; if it fails in three fresh workers in a row the pool is broken and fails
+    tasks with InitializerError. ``maxtasksperchild`` recycles a worker after that many
+    tasks (chunks). Keyword-only: ``task_timeout`` (seconds a task may run before its
+    worker is killed; TaskTimeoutError; loading the task's function and arguments in the
+    worker has its own allowance, the larger of ``task_timeout`` and 30 s), ``retries`` (how many times a task that killed its
+    worker is run again on a fresh one), ``memory_limit`` (bytes or a size such as
+    ``"2GB"``: a worker whose process tree's RSS passes it is recycled after its current
+    task; one at twice the limit is killed and its task fails with WorkerLostError),
+    ``start_method`` (``"fork"`` or ``"spawn"`` for
+    the supervisor; by default fork when the owner has a single thread), ``buffersize``
+    (chunks an ``imap`` keeps ahead of its consumer; fewer for items whose pickles pass
+    about 32 MiB in all) and ``close_timeout`` (how long closing
+    an ``imap`` iterator waits for running tasks so it can clean their results; None or
+    ``math.inf``: as long as they take). ``context``, as in ``multiprocessing.Pool``, is a
+    ``multiprocessing`` context whose start method picks how the supervisor starts (fork, or
+    a fresh interpreter for spawn and forkserver); workers are always forked by it.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        memory_limit: int | str | None = None,
+        start_method: str | None = None,
+        buffersize: int | None = None,
+        close_timeout: float | None = 10.0,
+    ) -> None:
+        config = PoolConfig.build(
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            context,
+            task_timeout=task_timeout,
+            retries=retries,
+            memory_limit=memory_limit,
+            start_method=start_method,
+            buffersize=buffersize,
+            close_timeout=close_timeout,
+        )
+        self._config = config
+        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
+        self._engine: Engine = ProcessEngine(config)
+        self._core = PoolCore(self._engine)
 
     @property
     def supervisor_pid(self) -> int:

@@ -44,7 +44,9 @@ class GatherJob(Outcome):
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
         with self._lock:
-            late = self._stopped
+            # Late: stopped, or items already failed (an engine that cannot stop running
+            # work failed them at terminate() and reports their values when they come).
+            late = self._stopped or index in self._failed
             if not late:
                 self._values[index : index + len(values)] = values
                 self._delivered.append((index, len(values)))

@@ -52,7 +52,12 @@ class ProcessEngine:
     """Runs chunks in supervised worker processes: every capability of ``_engine``."""
 
     capabilities = (
-        Capability.KILL_ON_TIMEOUT | Capability.MEMORY_LIMIT | Capability.RECYCLE | Capability.PIDS | Capability.STOP_RUNNING
+        Capability.KILL_ON_TIMEOUT
+        | Capability.MEMORY_LIMIT
+        | Capability.RECYCLE
+        | Capability.PIDS
+        | Capability.STOP_RUNNING
+        | Capability.DEATHS
     )
 
     def __init__(self, config: PoolConfig) -> None:

@@ -1,0 +1,121 @@
+"""RobustThreadPool and RobustThreadPoolExecutor: the two facades over the thread engine.
+
+The same APIs as ``RobustPool`` and ``RobustExecutor`` (the same base classes, the same
+lifecycle core and jobs), over threads of the owner: nothing is pickled, objects pass by
+reference, as in ``multiprocessing.pool.ThreadPool`` and ``ThreadPoolExecutor``. What the
+thread engine cannot enforce is refused at construction, with the reason: a task timeout
+(a running call cannot be stopped), a memory limit (threads share one process), recycling
+(``maxtasksperchild``) and ``retries`` (a task cannot kill its thread).
+
+Where the standard library's thread pools fall short and these do not: ``imap`` results
+the consumer never took are passed to ``cleanup``; an error in a chunk fails that item
+only; leaving ``with`` normally waits for the work (``ThreadPool`` terminates it);
+``terminate()`` fails what is outstanding instead of leaving its results waiting forever.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, final
+
+from ._config import EXECUTOR_NAMES, PoolConfig
+from ._core import PoolCore, refuse_unsupported
+from ._executor import ExecutorBase
+from ._pool import PoolBase
+from ._threads._engine import ThreadEngine
+
+_ENGINE = "a thread pool"
+
+
+@final
+class RobustThreadPool(PoolBase):
+    """A thread pool with the ``multiprocessing.Pool`` API (``ThreadPool``'s), for I/O-bound work.
+
+    ``processes`` threads (default ``os.cpu_count()``) are started as work arrives;
+    ``initializer(*initargs)`` runs once in each, and if it fails in three fresh threads in
+    a row the pool is broken and fails tasks with InitializerError. Every method of
+    ``RobustPool`` works the same, with objects passed by reference. Keyword-only:
+    ``buffersize`` and ``close_timeout`` as on ``RobustPool``; ``maxtasksperchild``,
+    ``task_timeout``, ``memory_limit`` and ``retries`` exist so code written for
+    ``RobustPool`` gets a clear ValueError naming why a thread cannot honour them.
+
+    ``terminate()`` cannot stop a call that is running: it fails it (and everything queued)
+    with PoolTerminatedError at once, and the call finishes in the background; a value it
+    returns then is passed to the ``cleanup`` of its ``imap``/``map``, if any.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        *,
+        buffersize: int | None = None,
+        close_timeout: float | None = 10.0,
+        maxtasksperchild: int | None = None,
+        task_timeout: float | None = None,
+        memory_limit: int | str | None = None,
+        retries: int = 0,
+    ) -> None:
+        config = PoolConfig.build(
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            task_timeout=task_timeout,
+            retries=retries,
+            memory_limit=memory_limit,
+            buffersize=buffersize,
+            close_timeout=close_timeout,
+            threads=True,
+        )
+        refuse_unsupported(config, ThreadEngine.capabilities, _ENGINE)
+        self._config = config
+        self._engine = ThreadEngine(config)
+        self._core = PoolCore(self._engine)
+
+
+@final
+class RobustThreadPoolExecutor(ExecutorBase):
+    """A ``concurrent.futures`` executor over threads: ``ThreadPoolExecutor``'s API.
+
+    ``max_workers`` defaults to ``min(32, os.cpu_count() + 4)`` as in the standard library;
+    threads are named ``thread_name_prefix`` (default ``robustpool-thread-N``) plus ``-k``.
+    ``initializer(*initargs)`` runs once in each thread; three failures in a row break the
+    executor (InitializerError, a ``BrokenExecutor``). ``map`` is lazy, with ``buffersize``
+    and ``cleanup`` as on ``RobustExecutor``. A running future cannot be stopped:
+    its ``cancel()`` returns False, as in the standard library.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        *,
+        buffersize: int | None = None,
+        close_timeout: float | None = 10.0,
+    ) -> None:
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(f"thread_name_prefix must be a str, not {type(thread_name_prefix).__name__}")
+        config = PoolConfig.build(
+            max_workers,
+            initializer,
+            initargs,
+            buffersize=buffersize,
+            close_timeout=close_timeout,
+            names=EXECUTOR_NAMES,
+            default_workers=min(32, (os.cpu_count() or 1) + 4),
+            threads=True,
+        )
+        self._config = config
+        self._engine = ThreadEngine(config, thread_name_prefix)
+        self._core = PoolCore(self._engine)
+        self._lock = threading.Lock()
+
+
+RobustThreadPool.__module__ = "robustpool"  # as imported by users (see _errors)
+RobustThreadPoolExecutor.__module__ = "robustpool"

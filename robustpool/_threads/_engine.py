@@ -1,0 +1,413 @@
+"""ThreadEngine: the ``Engine`` of threads in the owner (see ``robustpool._engine``).
+
+Objects pass by reference: nothing is pickled, a function's arguments and results are the
+caller's own objects (as in ``multiprocessing.pool.ThreadPool``). Data flow of one chunk::
+
+    caller --Chunk--> ThreadEngine.submit --> _queue --> a worker thread runs its items
+    worker thread --deliver / fail, then flush--> the chunk's job --wakes--> user
+
+What threads cannot honestly do, the engine does not claim (``capabilities`` is empty): a
+running call cannot be stopped, so there is no task timeout, no stopping a running future,
+no memory limit and no recycling; facades refuse those options at the call.
+
+State: ``_cond`` guards every field below it in ``__init__``; jobs are reported to outside
+it (a job's callbacks and cleanups may call back into the engine). Each worker thread
+reports its own chunks, so a job may hear from several threads at once: jobs lock themselves.
+
+Terminating cannot stop a running call either. ``terminate()`` fails at once every item not
+yet reported, queued or running, with PoolTerminatedError, so nobody waits for them; a
+running call's outcome, when it comes, is still reported, and the job treats it as late (a
+value nobody can receive any more is passed to the job's cleanup, see ``_engine.Job``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._calls import Mode, function_name
+from .._config import PoolConfig
+from .._engine import Capability, Chunk, FuncRef, Job
+from .._errors import InitializerError, PoolTerminatedError, WorkerStartError
+from .._process._schedule import Estimates
+from .._stats import PoolStats, WorkerStats
+
+log = logging.getLogger("robustpool")
+
+_INIT_FAILURES = 3  # initializer failures in a row (in fresh threads) that break the engine
+_live: weakref.WeakSet[ThreadEngine] = weakref.WeakSet()
+_atexit_lock = threading.Lock()
+_atexit_done = False
+_names = itertools.count(1)
+
+
+def _terminate_all() -> None:
+    """At interpreter exit: every live thread engine fails what is outstanding (its
+    threads are daemons; a running call cannot be waited for without a bound)."""
+    for engine in list(_live):
+        engine.terminate()
+
+
+def _register_atexit() -> None:
+    global _atexit_done
+    with _atexit_lock:
+        if not _atexit_done:
+            atexit.register(_terminate_all)
+            _atexit_done = True
+
+
+class _Running:
+    """A chunk a worker thread runs: how many of its items were reported (or are being),
+    and whether terminate() already failed the rest. Written under the engine's _cond."""
+
+    __slots__ = ("chunk", "orphaned", "reported")
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.reported = 0
+        self.orphaned = False
+
+
+class _Hold:
+    """A job that will submit more chunks later; released once, from any thread."""
+
+    __slots__ = ("_engine", "_lock")
+
+    def __init__(self, engine: ThreadEngine) -> None:
+        self._lock = threading.Lock()
+        self._engine: ThreadEngine | None = engine
+
+    def release(self) -> None:
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine._release()
+
+
+class ThreadEngine:
+    """Runs chunks in up to ``processes`` threads of the owner, started as work arrives."""
+
+    capabilities = Capability.NONE
+
+    def __init__(self, config: PoolConfig, name: str = "") -> None:
+        self._config = config
+        self._prefix = name or f"robustpool-thread-{next(_names)}"
+        self._estimates = Estimates()  # per-function timings, for imap's batches (read racily)
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[Chunk] = deque()
+        self._running: set[_Running] = set()
+        self._threads: dict[int, int] = {}  # thread number -> chunks it ran (alive ones only)
+        self._handles: list[threading.Thread] = []  # every thread started and maybe alive, for join
+        self._started = 0  # threads started, for their names
+        self._idle = 0  # threads waiting for a chunk
+        self._holds = 0
+        self._closing = False
+        self._terminated = False
+        self._broken: BaseException | None = None
+        self._init_failures = 0  # in a row
+        self._exits: dict[str, int] = {}
+        self._done = 0
+        self._failed = 0
+        self._finished = threading.Event()
+        _register_atexit()
+        _live.add(self)
+
+    # -- what facades read --
+
+    @property
+    def capacity(self) -> int:
+        return self._config.processes
+
+    @property
+    def broken(self) -> BaseException | None:
+        return self._broken
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def function(self, fn: Callable[..., Any]) -> FuncRef:
+        return FuncRef(FuncRef.new_id(), function_name(fn), fn)
+
+    def batch_size(self, func: FuncRef, ahead: int) -> int:
+        return self._estimates.batch_size(func.func_id, ahead, self._config.processes)
+
+    def pids(self) -> list[int]:
+        return []
+
+    def stats(self) -> PoolStats:
+        with self._cond:
+            workers = tuple(WorkerStats(None, n, None) for n in self._threads.values())
+            replaced = tuple(sorted(self._exits.items()))
+            done, failed = self._done, self._failed
+        return PoolStats(len(workers), done, failed, 0, 0, sum(n for _, n in replaced), replaced, workers)
+
+    # -- submitting, cancelling --
+
+    def submit(self, chunks: Sequence[Chunk]) -> int:
+        with self._cond:
+            # Finished (closed with nothing held, or terminated): no thread would take them.
+            refused = self._broken or (PoolTerminatedError() if self._finished.is_set() else None)
+            unrun: Sequence[Chunk] = chunks
+            if refused is None:
+                self._queue.extend(chunks)
+                unrun = self._start_threads_locked()
+                self._cond.notify(len(chunks))
+                refused = self._broken
+        if refused is not None:
+            for chunk in unrun:
+                self._fail_chunk(chunk, 0, refused)
+        return 0  # objects are kept as they are: no bytes held for them
+
+    def cancel(self, job: Job) -> None:
+        self._take_queued(lambda c: c.job is job)
+
+    def kill(self, job: Job) -> None:
+        # A running thread cannot be stopped: its chunk runs to the end, and its job (which
+        # ended itself when it was stopped) treats what it still reports as late.
+        self.cancel(job)
+
+    def cancel_all(self) -> None:
+        self._take_queued(lambda c: c.job.cancellable)
+
+    def _take_queued(self, which: Callable[[Chunk], bool]) -> None:
+        with self._cond:
+            taken = [c for c in self._queue if which(c)]
+            if taken:
+                kept = [c for c in self._queue if not which(c)]
+                self._queue.clear()
+                self._queue.extend(kept)
+                self._maybe_finish_locked()
+        for chunk in taken:
+            chunk.job.drop(chunk.start, len(chunk.items))
+        for job in {c.job for c in taken}:
+            job.flush()
+
+    # -- lifecycle --
+
+    def hold(self) -> _Hold:
+        with self._cond:
+            self._holds += 1
+        return _Hold(self)
+
+    def _release(self) -> None:
+        with self._cond:
+            self._holds -= 1
+            self._maybe_finish_locked()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._maybe_finish_locked()
+
+    def terminate(self) -> None:
+        with self._cond:
+            if self._terminated:
+                return
+            self._terminated = self._closing = True
+            queued = list(self._queue)
+            self._queue.clear()
+            owed: list[tuple[Chunk, int]] = []
+            for run in self._running:
+                run.orphaned = True
+                owed.append((run.chunk, run.reported))
+            self._finished.set()
+            self._cond.notify_all()
+            _live.discard(self)
+        err = PoolTerminatedError()
+        for chunk in queued:
+            self._fail_chunk(chunk, 0, err)
+        for chunk, reported in owed:
+            self._fail_chunk(chunk, reported, err)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until finished, then (after close) for the threads to exit. After
+        terminate, threads still running a call are not waited for (they cannot be stopped)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._finished.wait(timeout):
+            return False
+        if self._terminated:
+            return True
+        with self._cond:
+            threads = list(self._handles)
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                return False
+        return True
+
+    def _maybe_finish_locked(self) -> None:
+        """Under _cond: closed, and nothing queued, running or still to come: finished."""
+        if self._closing and not self._queue and not self._running and not self._holds and not self._finished.is_set():
+            self._finished.set()
+            _live.discard(self)
+            self._cond.notify_all()  # idle threads exit
+
+    # -- worker threads --
+
+    def _start_threads_locked(self) -> list[Chunk]:
+        """Under _cond: a thread for each queued chunk no idle thread will take, up to
+        the pool's size. Returns the chunks to fail (outside the lock) if none can start."""
+        while len(self._threads) < self._config.processes and len(self._queue) > self._idle + self._starting_locked():
+            self._started += 1
+            number = self._started
+            thread = threading.Thread(target=self._work, args=(number,), name=f"{self._prefix}-{number}", daemon=True)
+            self._threads[number] = -1  # starting: -1 until its initializer ran
+            self._handles = [t for t in self._handles if t.is_alive()]
+            self._handles.append(thread)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread": a thread limit
+                del self._threads[number]
+                self._handles.pop()
+                log.error("robustpool: could not start a thread for the pool: %s", exc)
+                if not self._threads:
+                    return self._break_locked(WorkerStartError(1, str(exc)))
+                return []
+        return []
+
+    def _starting_locked(self) -> int:
+        return sum(1 for n in self._threads.values() if n < 0)
+
+    def _work(self, number: int) -> None:
+        if not self._initialize(number):
+            return
+        while True:
+            with self._cond:
+                while not self._queue and not self._finished.is_set():
+                    self._idle += 1
+                    self._cond.wait()  # idle until work or the end: notified by both
+                    self._idle -= 1
+                if not self._queue or self._terminated:
+                    del self._threads[number]
+                    return
+                chunk = self._queue.popleft()
+                run = _Running(chunk)
+                self._running.add(run)
+                self._threads[number] += 1
+            try:
+                self._run(run)
+            except BaseException as exc:  # pragma: no cover - a bug in a job or in robustpool
+                log.critical("robustpool: a thread of the pool failed reporting a result", exc_info=exc)
+            finally:
+                with self._cond:
+                    self._running.discard(run)
+                    self._maybe_finish_locked()
+
+    def _initialize(self, number: int) -> bool:
+        """Run the initializer in a fresh thread; False if it failed (the thread ends)."""
+        config = self._config
+        try:
+            if config.initializer is not None:
+                config.initializer(*config.initargs)
+        except BaseException as exc:
+            text = "".join(traceback.format_exception(exc))
+            log.error("robustpool: the initializer failed in thread %s:\n%s", number, text)
+            with self._cond:
+                del self._threads[number]
+                self._init_failures += 1
+                self._exits["initializer failed"] = self._exits.get("initializer failed", 0) + 1
+                if self._init_failures >= _INIT_FAILURES:
+                    broken = self._break_locked(InitializerError(self._init_failures, text))
+                else:
+                    broken = self._start_threads_locked()  # a fresh thread tries again, if work waits
+            for chunk in broken:
+                self._fail_chunk(chunk, 0, self._broken or exc)
+            return False
+        with self._cond:
+            self._init_failures = 0
+            self._threads[number] = 0
+        return True
+
+    def _break_locked(self, err: BaseException) -> list[Chunk]:
+        """Under _cond: nothing more can run; returns the queued chunks, for the caller to
+        fail outside the lock."""
+        if self._broken is None:
+            self._broken = err
+        queued = list(self._queue)
+        self._queue.clear()
+        self._closing = True
+        self._maybe_finish_locked()
+        return queued
+
+    def _run(self, run: _Running) -> None:
+        chunk = run.chunk
+        job = chunk.job
+        if not job.claim():
+            self._report(run, len(chunk.items))
+            job.drop(chunk.start, len(chunk.items))
+            job.flush()
+            return
+        fn, mode, items = chunk.func.fn, chunk.mode, chunk.items
+        began = time.perf_counter()
+        failed = 0
+        if chunk.stream:  # each item's outcome as soon as it is known
+            for k, item in enumerate(items):
+                ok, value = _call(fn, mode, item)
+                self._report(run, 1)
+                if ok:
+                    job.deliver(chunk.start + k, (value,))
+                else:
+                    failed += 1
+                    job.fail(chunk.start + k, value)
+                job.flush()
+        else:
+            outcomes = [_call(fn, mode, item) for item in items]
+            self._report(run, len(items))
+            failed = self._tell(job, chunk.start, outcomes)
+            job.flush()
+        self._estimates.learn(chunk.func.func_id, time.perf_counter() - began, len(items), len(items))
+        with self._cond:
+            self._failed += failed
+            self._done += len(items) - failed
+
+    def _report(self, run: _Running, count: int) -> None:
+        """``count`` more items of ``run`` are about to be reported (terminate() fails only
+        the items after them)."""
+        with self._cond:
+            run.reported += count
+
+    def _tell(self, job: Job, start: int, outcomes: list[tuple[bool, Any]]) -> int:
+        """Report a chunk's outcomes: runs of values at once, errors alone; returns how
+        many failed."""
+        failed = 0
+        run_start = 0
+        for k, (ok, value) in enumerate(outcomes):
+            if not ok:
+                if run_start < k:
+                    job.deliver(start + run_start, [v for _, v in outcomes[run_start:k]])
+                job.fail(start + k, value)
+                failed += 1
+                run_start = k + 1
+        if run_start < len(outcomes):
+            job.deliver(start + run_start, [v for _, v in outcomes[run_start:]])
+        return failed
+
+    def _fail_chunk(self, chunk: Chunk, first: int, err: BaseException) -> None:
+        for k in range(first, len(chunk.items)):
+            chunk.job.fail(chunk.start + k, err)
+        chunk.job.flush()
+
+
+def _call(fn: Callable[..., Any], mode: Mode, item: Any) -> tuple[bool, Any]:
+    """One item's outcome: (True, value) or (False, the exception it raised)."""
+    try:
+        if mode == Mode.MAP:
+            return True, fn(item)
+        if mode == Mode.STAR:
+            return True, fn(*item)
+        args, kwds = item
+        return True, fn(*args, **kwds)
+    except BaseException as exc:  # SystemExit too: the item's error, as in a process worker
+        tb = exc.__traceback__
+        if tb is not None and tb.tb_next is not None:
+            exc.__traceback__ = tb.tb_next  # the traceback starts in the user's function
+        return False, exc
