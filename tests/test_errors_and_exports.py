@@ -33,6 +33,8 @@ EXPECTED_PUBLIC = {
     "RobustFuture",
     "RobustPool",
     "RobustPoolError",
+    "RobustThreadPool",
+    "RobustThreadPoolExecutor",
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",

@@ -12,16 +12,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, cast
 
-from robustpool import RobustExecutor, RobustPool
+from robustpool import RobustExecutor, RobustPool, RobustThreadPool, RobustThreadPoolExecutor
 
 GET = 30.0  # upper bound for any result that should arrive promptly
 
-# What the tests call: the multiprocessing.Pool surface. Only RobustPool has it; with
-# RobustThreadPool this becomes ``RobustPool | RobustThreadPool`` (or a Protocol of the
-# methods both share). RobustExecutor is not a Pool: its cell hands it out as one (``cast``),
-# which is sound for what it shares with RobustPool (``submit`` and ``with``); the POOL_API
-# skip keeps the Pool-only tests off it.
-Pool: TypeAlias = RobustPool
+# What the tests call: the multiprocessing.Pool surface, which RobustPool and RobustThreadPool
+# share (one base class). The executors are not Pools: their cells hand them out as one
+# (``cast``), which is sound for what they share with RobustPool (``submit`` and ``with``);
+# the POOL_API skip keeps the Pool-only tests off them.
+Pool: TypeAlias = RobustPool | RobustThreadPool
 
 
 class Feature(enum.Flag):
@@ -50,6 +49,7 @@ OPTION_NEEDS: Mapping[str, Feature] = {
     "maxtasksperchild": Feature.RECYCLE,
     "task_timeout": Feature.KILL,
     "memory_limit": Feature.MEMORY_LIMIT,
+    "retries": Feature.PROCESSES,  # retries re-run a task that killed its worker process
 }
 
 
@@ -128,6 +128,33 @@ def _robust_executor_process(
     return cast(Pool, executor)  # see ``Pool``: only submit() and ``with`` are used on it
 
 
+def _robust_thread_pool(*args: Any, start_method: str | None = None, **kwargs: Any) -> Pool:
+    if args[3:4] and args[3] is not None:  # maxtasksperchild by position: keyword-only here
+        kwargs["maxtasksperchild"] = args[3]
+    return RobustThreadPool(*args[:3], **kwargs)
+
+
+def _robust_thread_executor(
+    processes: int | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: Iterable[Any] = (),
+    *,
+    start_method: str | None = None,
+    **kwargs: Any,
+) -> Pool:
+    """RobustPool's arguments in ThreadPoolExecutor's names (buffersize, close_timeout are ours)."""
+    executor = RobustThreadPoolExecutor(max_workers=processes, initializer=initializer, initargs=initargs, **kwargs)
+    return cast(Pool, executor)  # as _robust_executor_process
+
+
+_THREADS_CANNOT: Mapping[Feature, str] = {
+    Feature.KILL: "a running thread cannot be stopped: terminate() and task_timeout cannot kill it",
+    Feature.RECYCLE: "threads are not recycled (maxtasksperchild is refused)",
+    Feature.MEMORY_LIMIT: "threads share one process's memory (memory_limit is refused)",
+    Feature.PICKLES: "objects are shared, never pickled",
+    Feature.PROCESSES: "workers are threads: no pids, no signals, no os._exit",
+}
+
 CELLS: tuple[Cell, ...] = (
     Cell(
         "RobustPool",
@@ -143,10 +170,18 @@ CELLS: tuple[Cell, ...] = (
         start_methods=("fork", "spawn"),
         cannot={Feature.POOL_API: "a concurrent.futures executor has no apply/imap/close/join"},
     ),
-    # The next issues add, for example:
-    #   Cell("RobustThreadPool", "thread", _robust_thread_pool,
-    #        cannot={Feature.KILL: "a running thread cannot be stopped", Feature.RECYCLE: "...",
-    #                Feature.MEMORY_LIMIT: "...", Feature.PICKLES: "objects are shared, never pickled",
-    #                Feature.PROCESSES: "workers are threads", Feature.EXECUTOR_API: "..."}),
+    Cell(
+        "RobustThreadPool",
+        "thread",
+        _robust_thread_pool,
+        cannot={**_THREADS_CANNOT, Feature.EXECUTOR_API: "a multiprocessing.Pool has no shutdown(); its map returns a list"},
+    ),
+    Cell(
+        "RobustThreadPoolExecutor",
+        "thread",
+        _robust_thread_executor,
+        cannot={**_THREADS_CANNOT, Feature.POOL_API: "a concurrent.futures executor has no apply/imap/close/join"},
+    ),
+    # A Dask engine adds, for example:
     #   Cell("RobustPool", "dask", ..., cannot={Feature.PROCESSES: "workers may be remote", ...}),
 )

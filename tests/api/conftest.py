@@ -10,8 +10,9 @@ by name::
             assert pool.map(_square, range(3)) == [0, 1, 4]
 
 ``pool_factory`` is parametrized over ``cells.CELLS``, one parameter per cell, with ids
-``<facade>-<engine>``. Today there are two cells, ``RobustPool-process`` and
-``RobustExecutor-process``. The factory takes RobustPool's constructor arguments
+``<facade>-<engine>``. There are four cells: ``RobustPool-process``,
+``RobustExecutor-process``, ``RobustThreadPool-thread`` and
+``RobustThreadPoolExecutor-thread``. The factory takes RobustPool's constructor arguments
 (``cells.PoolFactory``) and hands them to the cell's ``build``, which makes the pool; tests
 own their pools as before (``with``, or ``terminate()`` in a ``finally``): the factory
 cleans up nothing, so the leak check of ``tests/conftest.py`` still catches a pool left
@@ -62,15 +63,17 @@ The cells:
   ``test_concurrent_futures``; a test added here for that surface declares
   ``requires(Feature.EXECUTOR_API)``, which the RobustPool cell lists in ``cannot``.
 
-Adding a cell (the next issues) is one entry in ``cells.CELLS``; no test changes:
+The thread cells: ``Cell("RobustThreadPool", "thread", ...)`` and
+``Cell("RobustThreadPoolExecutor", "thread", ...)``, with no start methods, and ``cannot``
+giving a reason for KILL (a running thread cannot be stopped), RECYCLE and MEMORY_LIMIT
+(refused options), PICKLES (objects are shared, never pickled), PROCESSES (no worker pids;
+a signal would hit the owner), and POOL_API or EXECUTOR_API. ``cells.Pool`` is
+``RobustPool | RobustThreadPool``, so mypy checks the tests against both. What only threads
+do (terminate without stopping a running call, objects by reference, refusals) is tested in
+``tests/threads``.
 
-* RobustThreadPool: ``Cell("RobustThreadPool", "thread", build, cannot={...})`` with no
-  start methods, ``build`` making ``RobustThreadPool(*args, **kwargs)`` (its
-  ``start_method`` is always None), and ``cannot`` giving a reason for KILL (a running
-  thread cannot be stopped: terminate() and task_timeout leave it running), RECYCLE and
-  MEMORY_LIMIT (if it refuses those options), PICKLES (objects are shared, never pickled),
-  PROCESSES (no worker pids; a signal would hit the owner) and EXECUTOR_API. ``cells.Pool``
-  becomes ``RobustPool | RobustThreadPool`` so mypy checks the tests against both.
+Adding a cell is one entry in ``cells.CELLS``; no test changes:
+
 * A Dask engine: one cell per facade that can run on it, e.g. ``Cell("RobustPool",
   "dask", build)``, ``build`` handing the facade that engine (or a client) however the
   facade takes it, and ``cannot`` at least PROCESSES (workers may be remote: no local
