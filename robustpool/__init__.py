@@ -27,6 +27,7 @@ if _typing.TYPE_CHECKING:
     from ._jobs._iterators import IMapIterator
     from ._jobs._single import AsyncResult, RobustFuture
     from ._pool import RobustPool
+    from ._scope import Scope, multi_scope
     from ._stats import PoolStats, WorkerStats
     from ._threadpool import RobustThreadPool, RobustThreadPoolExecutor
 
@@ -45,11 +46,13 @@ _WHERE = {
     "RobustPoolError": "._errors",
     "RobustThreadPool": "._threadpool",
     "RobustThreadPoolExecutor": "._threadpool",
+    "Scope": "._scope",
     "TaskSerializationError": "._errors",
     "TaskTimeoutError": "._errors",
     "WorkerLostError": "._errors",
     "WorkerStartError": "._errors",
     "WorkerStats": "._stats",
+    "multi_scope": "._scope",
 }
 
 __all__ = (
@@ -67,11 +70,13 @@ __all__ = (
     "RobustPoolError",
     "RobustThreadPool",
     "RobustThreadPoolExecutor",
+    "Scope",
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
     "WorkerStartError",
     "WorkerStats",
+    "multi_scope",
 )
 
 __version__ = "0.1.0"

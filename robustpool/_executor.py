@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, final
 
@@ -32,6 +33,7 @@ from ._jobs._iterators import IMapIterator
 from ._jobs._single import RobustFuture
 from ._jobs._stream import StreamJob
 from ._process._engine import ProcessEngine
+from ._scope import OnError, Scope, single_scope
 from ._stats import PoolStats
 
 R = TypeVar("R")
@@ -145,6 +147,14 @@ class ExecutorBase(Executor):
         core = getattr(self, "_core", None)
         state = "running" if core is not None and core.state is State.RUNNING else "shut down"
         return f"<{type(self).__name__} state={state} max_workers={self._config.processes}>"
+
+    # -- scopes --
+
+    def scope(self, *, on_error: OnError = "wait") -> AbstractContextManager[Scope]:
+        """A scope over this pool (see ``robustpool.multi_scope``): ``with pool.scope() as s:``
+        waits, on leaving, for every task started through ``s``, and raises their failures
+        in one ExceptionGroup."""
+        return single_scope(self, on_error)
 
     # -- introspection --
 

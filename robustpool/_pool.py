@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, cast
 
@@ -31,6 +32,7 @@ from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import AsyncResult, RobustFuture, SingleJob
 from ._process._engine import ProcessEngine
+from ._scope import OnError, Scope, single_scope
 from ._stats import PoolStats
 
 T = TypeVar("T")
@@ -297,6 +299,14 @@ class PoolBase:
         core = getattr(self, "_core", None)
         state = core.state.value if core is not None else "terminated"
         return f"<{type(self).__name__} state={state} processes={self._config.processes}>"
+
+    # -- scopes --
+
+    def scope(self, *, on_error: OnError = "wait") -> AbstractContextManager[Scope]:
+        """A scope over this pool (see ``robustpool.multi_scope``): ``with pool.scope() as s:``
+        waits, on leaving, for every task started through ``s``, and raises their failures
+        in one ExceptionGroup."""
+        return single_scope(self, on_error)
 
     # -- introspection --
 

@@ -53,3 +53,15 @@ def test_asyncio_example_awaits_everything_and_never_blocks_the_loop() -> None:
         assert line in out
     gap_ms = int(out.rsplit("the longest gap ", 1)[1].split()[0])
     assert gap_ms < 1000, out  # the loop was never blocked for long (pool start included)
+
+
+def test_disk_ssd_scope_keeps_each_pools_parallelism() -> None:
+    out = _run_example("disk_ssd_scope.py")
+    assert "disk: 1 thread, at most 1 at once (pool of 1)" in out
+    assert "ssd: 8 threads, at most 8 at once (pool of 8)" in out
+    processes = int(out.split("cpu: ", 1)[1].split()[0])
+    assert 1 <= processes <= 2 and "worker processes (pool of 2)" in out  # never more than its size
+    assert "46 reads and 8 checksums done" in out
+    assert "scope failed: ['TypeError'];" in out
+    cancelled = int(out.split("scope failed: ['TypeError']; ", 1)[1].split()[0])
+    assert 5 <= cancelled <= 10, out  # the serial disk had started at most a few of the ten

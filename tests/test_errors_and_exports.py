@@ -35,11 +35,13 @@ EXPECTED_PUBLIC = {
     "RobustPoolError",
     "RobustThreadPool",
     "RobustThreadPoolExecutor",
+    "Scope",
     "TaskSerializationError",
     "TaskTimeoutError",
     "WorkerLostError",
     "WorkerStartError",
     "WorkerStats",
+    "multi_scope",
 }
 
 

@@ -65,15 +65,18 @@ def _register_atexit() -> None:
 
 
 class _Running:
-    """A chunk a worker thread runs: how many of its items were reported (or are being),
-    and whether terminate() already failed the rest. Written under the engine's _cond."""
+    """A chunk a worker thread runs, and how many of its items were reported (or are about
+    to be). ``reported`` is written by the running thread alone, before it reports those
+    items, and read by terminate() under _cond: one attribute store, so terminate() reads
+    the old count or the new one. Either is fine: an item counted before terminate() read
+    it is reported once, by its thread; one counted after was failed by terminate() too,
+    and its job takes the second report as late (see ``_engine.Job.deliver``)."""
 
-    __slots__ = ("chunk", "orphaned", "reported")
+    __slots__ = ("chunk", "reported")
 
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
         self.reported = 0
-        self.orphaned = False
 
 
 class _Hold:
@@ -101,12 +104,14 @@ class ThreadEngine:
         self._config = config
         self._prefix = name or f"robustpool-thread-{next(_names)}"
         self._estimates = Estimates()  # per-function timings, for imap's batches (read racily)
+        self._last: FuncRef | None = None  # see function(); replaced whole, read without a lock
         self._cond = threading.Condition(threading.Lock())
         self._queue: deque[Chunk] = deque()
         self._running: set[_Running] = set()
         self._threads: dict[int, int] = {}  # thread number -> chunks it ran (alive ones only)
         self._handles: list[threading.Thread] = []  # every thread started and maybe alive, for join
         self._started = 0  # threads started, for their names
+        self._starting = 0  # threads started whose initializer has not finished
         self._idle = 0  # threads waiting for a chunk
         self._holds = 0
         self._closing = False
@@ -135,7 +140,13 @@ class ThreadEngine:
         return self._finished.is_set()
 
     def function(self, fn: Callable[..., Any]) -> FuncRef:
-        return FuncRef(FuncRef.new_id(), function_name(fn), fn)
+        # The last function's handle is reused (a loop of submit(f, x) calls one function):
+        # one tuple read, no new handle. It keeps that one function alive until the next.
+        last = self._last
+        if last is not None and last.fn is fn:
+            return last
+        ref = self._last = FuncRef(FuncRef.new_id(), function_name(fn), fn)
+        return ref
 
     def batch_size(self, func: FuncRef, ahead: int) -> int:
         return self._estimates.batch_size(func.func_id, ahead, self._config.processes)
@@ -160,7 +171,8 @@ class ThreadEngine:
             if refused is None:
                 self._queue.extend(chunks)
                 unrun = self._start_threads_locked()
-                self._cond.notify(len(chunks))
+                if self._idle:
+                    self._cond.notify(len(chunks))
                 refused = self._broken
         if refused is not None:
             for chunk in unrun:
@@ -217,7 +229,6 @@ class ThreadEngine:
             self._queue.clear()
             owed: list[tuple[Chunk, int]] = []
             for run in self._running:
-                run.orphaned = True
                 owed.append((run.chunk, run.reported))
             self._finished.set()
             self._cond.notify_all()
@@ -256,17 +267,19 @@ class ThreadEngine:
     def _start_threads_locked(self) -> list[Chunk]:
         """Under _cond: a thread for each queued chunk no idle thread will take, up to
         the pool's size. Returns the chunks to fail (outside the lock) if none can start."""
-        while len(self._threads) < self._config.processes and len(self._queue) > self._idle + self._starting_locked():
+        while len(self._queue) > self._idle + self._starting and len(self._threads) < self._config.processes:
             self._started += 1
+            self._starting += 1
             number = self._started
             thread = threading.Thread(target=self._work, args=(number,), name=f"{self._prefix}-{number}", daemon=True)
-            self._threads[number] = -1  # starting: -1 until its initializer ran
+            self._threads[number] = 0
             self._handles = [t for t in self._handles if t.is_alive()]
             self._handles.append(thread)
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread": a thread limit
                 del self._threads[number]
+                self._starting -= 1
                 self._handles.pop()
                 log.error("robustpool: could not start a thread for the pool: %s", exc)
                 if not self._threads:
@@ -274,14 +287,18 @@ class ThreadEngine:
                 return []
         return []
 
-    def _starting_locked(self) -> int:
-        return sum(1 for n in self._threads.values() if n < 0)
-
     def _work(self, number: int) -> None:
         if not self._initialize(number):
             return
+        run: _Running | None = None
+        failed = 0
         while True:
-            with self._cond:
+            with self._cond:  # one acquisition per chunk: settle the last one, take the next
+                if run is not None:
+                    self._running.discard(run)
+                    self._failed += failed
+                    self._done += len(run.chunk.items) - failed
+                    self._maybe_finish_locked()
                 while not self._queue and not self._finished.is_set():
                     self._idle += 1
                     self._cond.wait()  # idle until work or the end: notified by both
@@ -289,18 +306,14 @@ class ThreadEngine:
                 if not self._queue or self._terminated:
                     del self._threads[number]
                     return
-                chunk = self._queue.popleft()
-                run = _Running(chunk)
+                run = _Running(self._queue.popleft())
                 self._running.add(run)
                 self._threads[number] += 1
             try:
-                self._run(run)
+                failed = self._run(run)
             except BaseException as exc:  # pragma: no cover - a bug in a job or in robustpool
                 log.critical("robustpool: a thread of the pool failed reporting a result", exc_info=exc)
-            finally:
-                with self._cond:
-                    self._running.discard(run)
-                    self._maybe_finish_locked()
+                failed = 0
 
     def _initialize(self, number: int) -> bool:
         """Run the initializer in a fresh thread; False if it failed (the thread ends)."""
@@ -313,6 +326,7 @@ class ThreadEngine:
             log.error("robustpool: the initializer failed in thread %s:\n%s", number, text)
             with self._cond:
                 del self._threads[number]
+                self._starting -= 1
                 self._init_failures += 1
                 self._exits["initializer failed"] = self._exits.get("initializer failed", 0) + 1
                 if self._init_failures >= _INIT_FAILURES:
@@ -324,7 +338,7 @@ class ThreadEngine:
             return False
         with self._cond:
             self._init_failures = 0
-            self._threads[number] = 0
+            self._starting -= 1
         return True
 
     def _break_locked(self, err: BaseException) -> list[Chunk]:
@@ -338,42 +352,46 @@ class ThreadEngine:
         self._maybe_finish_locked()
         return queued
 
-    def _run(self, run: _Running) -> None:
+    def _run(self, run: _Running) -> int:
+        """Run a chunk's items and report them; returns how many failed."""
         chunk = run.chunk
         job = chunk.job
+        count = len(chunk.items)
         if not job.claim():
-            self._report(run, len(chunk.items))
-            job.drop(chunk.start, len(chunk.items))
+            run.reported = count
+            job.drop(chunk.start, count)
             job.flush()
-            return
+            return 0
         fn, mode, items = chunk.func.fn, chunk.mode, chunk.items
-        began = time.perf_counter()
         failed = 0
-        if chunk.stream:  # each item's outcome as soon as it is known
-            for k, item in enumerate(items):
-                ok, value = _call(fn, mode, item)
-                self._report(run, 1)
-                if ok:
-                    job.deliver(chunk.start + k, (value,))
-                else:
-                    failed += 1
-                    job.fail(chunk.start + k, value)
-                job.flush()
-        else:
+        if count == 1 and not chunk.stream:  # apply, submit: one call
+            ok, value = _call(fn, mode, items[0])
+            run.reported = 1
+            if ok:
+                job.deliver(chunk.start, (value,))
+            else:
+                job.fail(chunk.start, value)
+            job.flush()
+            return 0 if ok else 1
+        if not chunk.stream:
             outcomes = [_call(fn, mode, item) for item in items]
-            self._report(run, len(items))
+            run.reported = count  # see _Running
             failed = self._tell(job, chunk.start, outcomes)
             job.flush()
-        self._estimates.learn(chunk.func.func_id, time.perf_counter() - began, len(items), len(items))
-        with self._cond:
-            self._failed += failed
-            self._done += len(items) - failed
-
-    def _report(self, run: _Running, count: int) -> None:
-        """``count`` more items of ``run`` are about to be reported (terminate() fails only
-        the items after them)."""
-        with self._cond:
-            run.reported += count
+            return failed
+        # Each item's outcome as soon as it is known (imap's batches, or results to clean).
+        began = time.perf_counter()
+        for k, item in enumerate(items):
+            ok, value = _call(fn, mode, item)
+            run.reported = k + 1
+            if ok:
+                job.deliver(chunk.start + k, (value,))
+            else:
+                failed += 1
+                job.fail(chunk.start + k, value)
+            job.flush()
+        self._estimates.learn(chunk.func.func_id, time.perf_counter() - began, count, count)  # sizes imap's batches
+        return failed
 
     def _tell(self, job: Job, start: int, outcomes: list[tuple[bool, Any]]) -> int:
         """Report a chunk's outcomes: runs of values at once, errors alone; returns how
