@@ -43,6 +43,7 @@ from .._stats import PoolStats, WorkerStats
 log = logging.getLogger("robustpool")
 
 _INIT_FAILURES = 3  # initializer failures in a row (in fresh threads) that break the engine
+_FLUSH_S = 0.001  # a streaming chunk reports what it has at least this often
 _live: weakref.WeakSet[ThreadEngine] = weakref.WeakSet()
 _atexit_lock = threading.Lock()
 _atexit_done = False
@@ -379,17 +380,38 @@ class ThreadEngine:
             failed = self._tell(job, chunk.start, outcomes)
             job.flush()
             return failed
-        # Each item's outcome as soon as it is known (imap's batches, or results to clean).
-        began = time.perf_counter()
+        # Each item's outcome as soon as it is known (imap's batches, or results to clean):
+        # values are handed over in runs, at least every _FLUSH_S, so a batch of tiny items
+        # costs one report, and a slow item is never held back behind the next one.
+        began = last = time.perf_counter()
+        values: list[Any] = []
+        first = 0  # the index (in the chunk) of values[0]
         for k, item in enumerate(items):
             ok, value = _call(fn, mode, item)
-            run.reported = k + 1
             if ok:
-                job.deliver(chunk.start + k, (value,))
+                if not values:
+                    first = k
+                values.append(value)
             else:
+                if values:
+                    run.reported = k
+                    job.deliver(chunk.start + first, values)
+                    values = []
+                run.reported = k + 1
                 failed += 1
                 job.fail(chunk.start + k, value)
-            job.flush()
+            now = time.perf_counter()
+            if now - last >= _FLUSH_S:
+                if values:
+                    run.reported = k + 1
+                    job.deliver(chunk.start + first, values)
+                    values = []
+                job.flush()
+                last = now
+        if values:
+            run.reported = count
+            job.deliver(chunk.start + first, values)
+        job.flush()
         self._estimates.learn(chunk.func.func_id, time.perf_counter() - began, count, count)  # sizes imap's batches
         return failed
 

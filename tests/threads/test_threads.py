@@ -189,3 +189,17 @@ def test_terminate_cleans_the_late_value_of_a_running_map_async() -> None:
     time.sleep(0.05)
     assert sorted(cleaned) == ["value-0", "value-1"]
     pool.join(GET)
+
+
+def test_thread_pool_results_are_awaitable_and_async_iterable() -> None:
+    import asyncio
+
+    async def main() -> tuple[int, list[int], list[int], int]:
+        async with RobustThreadPool(2) as pool:
+            one = await pool.apply_async(pow, (2, 5))
+            many = await pool.map_async(abs, [-1, -2, -3])
+            streamed = [x async for x in pool.imap(lambda k: k * k, range(5))]
+            future = await pool.submit(len, "four")
+        return one, many, streamed, future
+
+    assert asyncio.run(main()) == (32, [1, 2, 3], [0, 1, 4, 9, 16], 4)
