@@ -1,13 +1,19 @@
 """The benchmark cases: what each one runs, how it is timed, and how it is summarised.
 
-Every in-process case builds a fresh pool of ``workers`` processes, warms it (every worker
-has run a task, so imports and process start-up are not timed) and times only the
-operation. ``calls`` and ``async_calls`` time single calls issued one by one through each
-peer's own single-call API (see ``peers``), blocking and awaited; robustpool's other APIs
-(``RobustPool.submit``, ``RobustExecutor``) are rows of their own there, compared with
-``ProcessPoolExecutor``. ``startup`` times construction up to the first result instead. ``recovery`` and
+Every in-process case builds a fresh pool of ``workers`` processes (threads, for the thread
+pools), warms it (every worker has run a task, so imports and process start-up are not
+timed) and times only the operation. ``calls`` and ``async_calls`` time single calls issued
+one by one through each peer's own single-call API (see ``peers``), blocking and awaited;
+robustpool's other APIs (``RobustPool.submit``, ``RobustExecutor``) are rows of their own
+there, compared with ``ProcessPoolExecutor``, as ``RobustThreadPoolExecutor`` is compared with
+``ThreadPoolExecutor``. ``startup`` times construction up to the first result instead. ``recovery`` and
 ``imap_memory`` run in fresh child processes (see ``child.py``) because a peer may hang or
 break there, and because peak RSS is per process.
+
+The thread pools run only in ``peers.THREAD_CASES``. A pool of threads leaves no process,
+but its threads must be gone before robustpool builds a pool (its supervisor is forked only
+from a single-threaded owner): ``fresh_pool`` waits for them after closing a thread pool and
+notes any that outlive it, as it notes processes a pool leaves behind.
 """
 
 from __future__ import annotations
@@ -22,7 +28,20 @@ from dataclasses import dataclass, field
 from . import procs
 from .config import Config
 from .deadline import deadline
-from .peers import CLOSE_TIMEOUT, PEERS, PPE, ROBUSTPOOL, STDLIB, PeerSpec, PoolHandle, mp_default_chunksize, variants
+from .peers import (
+    CLOSE_TIMEOUT,
+    PEERS,
+    PPE,
+    ROBUSTPOOL,
+    ROBUSTTHREADPOOL,
+    STDLIB,
+    THREADPOOL,
+    TPE,
+    PeerSpec,
+    PoolHandle,
+    mp_default_chunksize,
+    variants,
+)
 from .report import format_value
 from .results import Outcome, Row
 from .work import double, echo, noop, spin, warm
@@ -67,7 +86,8 @@ def fresh_pool(peer: PeerSpec, ctx: Context, *, warmed: bool = True) -> Iterator
     """A new pool of ``peer`` and the ``perf_counter()`` taken just before building it.
 
     Before: waits for the threads of earlier pools to end. After: closes the pool
-    (bounded; killed on failure) and reaps any process it left behind, noting it.
+    (bounded; killed on failure), waits for a thread pool's threads to end (noting any left
+    after 2 s: they cannot be killed) and reaps any process it left behind, noting it.
     """
     before = procs.children()
     threads = procs.settle_threads(ctx.thread_baseline)
@@ -88,6 +108,11 @@ def fresh_pool(peer: PeerSpec, ctx: Context, *, warmed: bool = True) -> Iterator
         problem = shutdown(pool, graceful=ok, what=f"{peer.label} shutdown")
         if problem:
             ctx.note(f"{peer.label}: {problem}")
+        if peer.threads:
+            # Joined threads can linger in /proc/self/task for a moment after join() returns.
+            left = procs.settle_threads(threads, timeout=2.0)
+            if left > threads:
+                ctx.note(f"{peer.label}: {left - threads} thread(s) still alive 2 s after the pool was closed")
         leaked = procs.reap_children(before)
         if leaked:
             ctx.note(f"{peer.label}: processes still alive 2 s after the pool was closed (killed): {'; '.join(leaked)}")
@@ -126,7 +151,10 @@ def tiny_map(peer: PeerSpec, ctx: Context) -> Outcome:
         out = pool.map(double, range(n), chunksize)
         elapsed = time.perf_counter() - start
     _expect(out == list(range(0, 2 * n, 2)), "map returned wrong results")
-    return Outcome(n / elapsed, detail={"chunksize": "own default" if chunksize is None else chunksize})
+    shown: int | str = "own default" if chunksize is None else chunksize
+    if not peer.chunks:
+        shown = f"{shown} (ignored by {peer.label})"
+    return Outcome(n / elapsed, detail={"chunksize": shown})
 
 
 def tiny_imap_c1(peer: PeerSpec, ctx: Context) -> Outcome:
@@ -262,13 +290,27 @@ def _tiny_map_detail(row: Row, ctx: Context) -> str:
     return f"chunksize {sizes[0]}" if sizes else ""
 
 
+_FASTER_RIVAL = "the faster thread peer"  # what a row's rivals are (only thread rows have them)
+
+
+def _rival_part(row: Row) -> str:
+    """The row's throughput relative to its fastest rival's, when every rival ran; else ""."""
+    if not row.ratio_rival or not row.rival:
+        return ""
+    return f"{1 / row.ratio_rival:.2f}x the {row.unit} of {_FASTER_RIVAL} ({row.rival})"
+
+
 def _per_item_detail(row: Row, ctx: Context) -> str:
+    """Time per item and, for a row with rivals, its throughput relative to the faster one."""
     median = row.median
-    return f"{1e6 / median:.0f} µs per item" if median else ""
+    if not median:
+        return ""
+    return "; ".join(part for part in (f"{1e6 / median:.0f} µs per item", _rival_part(row)) if part)
 
 
 def _calls_detail(row: Row, ctx: Context) -> str:
-    """Time per call, the spread of the repeats, and the speed-up over the stdlib reference."""
+    """Time per call, the spread of the repeats, the speed-up over the stdlib reference and,
+    for a row with rivals, over the faster of them (one part when that is the reference)."""
     median = row.median
     if not median:
         return ""
@@ -276,8 +318,14 @@ def _calls_detail(row: Row, ctx: Context) -> str:
     values = row.values
     if len(values) > 1:
         parts.append(f"repeats {format_value(min(values))}-{format_value(max(values))}/s")
+    rival = _rival_part(row)
     if row.ratio_stdlib and row.reference and row.reference != row.peer:
-        parts.append(f"{1 / row.ratio_stdlib:.2f}x the calls/s of {row.reference}")
+        against = f"{1 / row.ratio_stdlib:.2f}x the calls/s of {row.reference}"
+        if rival and row.rival == row.reference:
+            against, rival = f"{against}, {_FASTER_RIVAL}", ""
+        parts.append(against)
+    if rival:
+        parts.append(rival)
     return "; ".join(parts)
 
 
@@ -324,6 +372,7 @@ class Case:
     summarize: Callable[[Row, Context], str] = _no_detail
     only_peers: tuple[str, ...] = ()  # empty: every peer (but a variant only in the cases it names)
     reference: str = STDLIB  # the "x stdlib" peer of the rows whose own twin did not run here
+    thread_reference: str = THREADPOOL  # the same, for the rows of thread pools
 
     def runs(self, peer: PeerSpec) -> bool:
         """Whether ``peer`` is measured in this case."""
@@ -356,11 +405,19 @@ CASES: dict[str, Case] = {
             "async_calls",
             "calls/s",
             True,
-            "the same 20,000 calls issued from one coroutine as awaitables (PPE: loop.run_in_executor), gathered",
+            "the same 20,000 calls issued from one coroutine as awaitables (PPE, TPE: loop.run_in_executor), gathered",
             async_calls,
             _calls_detail,
-            only_peers=(ROBUSTPOOL, *(v.key for v in variants(PEERS[ROBUSTPOOL])), PPE, "loky", "pebble"),
+            only_peers=(
+                *(p.key for p in (PEERS[ROBUSTPOOL], *variants(PEERS[ROBUSTPOOL]))),
+                PPE,
+                "loky",
+                "pebble",
+                *(p.key for p in (PEERS[ROBUSTTHREADPOOL], *variants(PEERS[ROBUSTTHREADPOOL]))),
+                TPE,
+            ),
             reference=PPE,
+            thread_reference=TPE,
         ),
         Case("cpu_1ms", "tasks/s", True, "2,000 tasks of ~1 ms pure-Python work, chunksize 1", cpu_1ms, _cpu_detail),
         Case("payload_1MB", "MiB/s", True, "300 tasks echoing 1 MiB of bytes, chunksize 1", payload_1mb),

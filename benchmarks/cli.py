@@ -10,7 +10,7 @@ from pathlib import Path
 from . import config as configuration
 from .cases import CASES
 from .harness import run
-from .peers import PEERS
+from .peers import PEERS, THREAD_CASES
 from .report import markdown, text
 
 
@@ -20,7 +20,10 @@ def _names(value: str) -> tuple[str, ...]:
 
 def parse(argv: list[str] | None = None) -> tuple[configuration.Config, Path | None, bool]:
     """The run settings, the Markdown path (if any) and whether to stay quiet."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Benchmark robustpool against other process pools.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark robustpool against other process pools, and its thread pools against the standard library's.",
+    )
     parser.add_argument(
         "--repeats",
         type=int,
@@ -31,8 +34,10 @@ def parse(argv: list[str] | None = None) -> tuple[configuration.Config, Path | N
         "--peers",
         type=_names,
         default=(),
-        help=f"comma-separated, from: {', '.join(PEERS)} (robustpool brings its variants robustpool-submit and"
-        " robustexecutor, measured in the calls cases only)",
+        help=f"comma-separated, from: {', '.join(PEERS)}; default: all that are installed (robustpool brings its"
+        " variants robustpool-submit and robustexecutor, robustthreadpool its variant robustthreadexecutor, measured in"
+        f" the calls cases only; the thread pools {', '.join(p.key for p in PEERS.values() if p.threads)} run only in"
+        f" {', '.join(THREAD_CASES)})",
     )
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the results as Markdown to FILE")
     parser.add_argument(

@@ -6,6 +6,15 @@ breaks in a case is not run again in that case. Each measurement is bounded by a
 The medians are then compared with the best peer and with the standard library: each peer's
 ``twin`` (``multiprocessing.Pool``, or ``ProcessPoolExecutor`` for robustpool's
 concurrent.futures variants) when it ran in the case, else the case's ``reference``.
+
+Thread pools are ranked among themselves: "x best" is the best thread pool's median, and
+their twins and the case's ``thread_reference`` are the standard library's thread pools
+(``ThreadPool`` for ``RobustThreadPool``, ``ThreadPoolExecutor`` for
+``RobustThreadPoolExecutor``). A thread pool skips the GIL-bound, pickling and worker-killing
+cases, and per call it costs a fraction of a process pool, so a process row ranked against a
+thread row would say nothing about either; the process rows read the same with or without
+thread pools in the run. A row with ``rivals`` (robustpool's thread pools) is also compared
+with the faster of them, when all ran: the issue asks for at least the faster one's speed.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from .cases import CASES, Case, Context, prepare
 from .config import Config
 from .deadline import DeadlineExceeded, deadline
 from .machine import describe
-from .peers import PEERS, PPE, PeerSpec, resolve, variants
+from .peers import PEERS, PPE, THREAD_CASES, PeerSpec, resolve, variants
 from .results import Outcome, Report, Row
 
 
@@ -98,7 +107,7 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
                     stopped.add(peer.key)
                 shown = f"{outcome.value:,.1f} {case.unit}" if outcome.ok and outcome.value is not None else outcome.status
                 _progress(progress, f"[{time.monotonic() - started:6.1f}s] {case.name} {r + 1}/{repeats} {peer.label}: {shown}")
-        _rank(case_rows, {p.key: p for p in case_peers}, case.reference)
+        _rank(case_rows, {p.key: p for p in case_peers}, case)
         for row in case_rows.values():
             row.detail = case.summarize(row, ctx)
         rows += case_rows.values()
@@ -108,18 +117,36 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
     return Report(rows, machine, notes, time.monotonic() - started, about)
 
 
-def _rank(rows: dict[str, Row], peers: dict[str, PeerSpec], reference: str) -> None:
-    """Fill in each row's ratios: to the best median, and to its stdlib twin's (or ``reference``'s)."""
-    medians = [row.median for row in rows.values() if row.median is not None]
-    if not rows or not medians:
-        return
-    best = max(medians) if next(iter(rows.values())).higher_is_better else min(medians)
-    for key, row in rows.items():
-        row.ratio_best = row.slowdown(best)
-        stdlib = rows.get(peers[key].twin) or rows.get(reference)
-        if stdlib is not None:
-            row.reference = stdlib.peer
-            row.ratio_stdlib = row.slowdown(stdlib.median)
+def _best(rows: list[Row]) -> Row | None:
+    """The row with the best median (None when none has one)."""
+    ranked = [row for row in rows if row.median is not None]
+    if not ranked:
+        return None
+    pick = max if ranked[0].higher_is_better else min
+    return pick(ranked, key=lambda row: row.median or 0.0)
+
+
+def _rank(rows: dict[str, Row], peers: dict[str, PeerSpec], case: Case) -> None:
+    """Fill in each row's ratios: to the best median of its kind (process or thread pools), to
+    its stdlib twin's (or the case's reference of its kind), and to its fastest rival's."""
+    for threads in (False, True):
+        kind = {key: row for key, row in rows.items() if peers[key].threads is threads}
+        best = _best(list(kind.values()))
+        if best is None:
+            continue
+        for key, row in kind.items():
+            spec = peers[key]
+            row.ratio_best = row.slowdown(best.median)
+            stdlib = rows.get(spec.twin) or rows.get(case.thread_reference if threads else case.reference)
+            if stdlib is not None:
+                row.reference = stdlib.peer
+                row.ratio_stdlib = row.slowdown(stdlib.median)
+            rivals = [rows.get(rival) for rival in spec.rivals]
+            ran = [rival for rival in rivals if rival is not None and rival.median is not None]
+            fastest = _best(ran)
+            if spec.rivals and len(ran) == len(spec.rivals) and fastest is not None:
+                row.rival = fastest.peer
+                row.ratio_rival = row.slowdown(fastest.median)
 
 
 def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> list[str]:
@@ -131,16 +158,19 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
         no_default = [p.label for p in peers if not p.default_chunksize]
         if no_default:
             n = ctx.config.size(200_000, 100)
+            verb, pronoun = ("defaults", "it was") if len(no_default) == 1 else ("default", "they were")
             notes.append(
-                f"tiny_map: {', '.join(no_default)} default to chunksize 1; they were given multiprocessing's default"
+                f"tiny_map: {', '.join(no_default)} {verb} to chunksize 1; {pronoun} given multiprocessing's default"
                 f" ceil(n / (4 x workers)) = {-(-n // (4 * ctx.workers)):,}; the others used their own default"
             )
-    if names & {"tiny_imap_c1", "cpu_1ms", "payload_1MB"}:
+    # The process peers' APIs (the thread pools' are in _thread_notes).
+    processes = any(not p.threads for p in peers)
+    if processes and names & {"tiny_imap_c1", "cpu_1ms", "payload_1MB"}:
         notes.append(
             "chunksize-1 cases: Pool.imap (robustpool, mp.Pool), Executor.map(chunksize=1) (PPE, loky),"
             " pool.map(chunksize=1).result() (pebble), WorkerPool.imap(chunk_size=1) (mpire)"
         )
-    if names & {"calls", "async_calls"}:
+    if processes and names & {"calls", "async_calls"}:
         twins = [p.label for p in peers if p.twin == PPE]
         notes.append(
             "calls: f(i) = i issued one by one, the peer's handles kept, then every result taken: apply_async + get"
@@ -149,7 +179,7 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
         )
         if twins:
             notes.append(f"calls cases: x stdlib of {' and '.join(twins)} is against PPE (the same concurrent.futures API)")
-    if "async_calls" in names:
+    if processes and "async_calls" in names:
         notes.append(
             "async_calls: inside one asyncio.run, asyncio.gather of the awaitables issued one by one: robustpool's"
             " AsyncResult / RobustFuture awaited as they are; loop.run_in_executor(executor, f, i) for PPE and loky;"
@@ -165,7 +195,37 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
             f"imap_memory: peak RSS (VmHWM) of a fresh owner process per run, chunksize {ctx.config.size(100)};"
             " the value is the large run, the detail has both"
         )
+    threads = [p.label for p in peers if p.threads]
+    thread_cases = [name for name in THREAD_CASES if name in names]
+    if threads and thread_cases:
+        notes += _thread_notes(threads, thread_cases, mixed=processes)
     for spec in peers:
         notes += spec.notes
     notes.append("ratios are slowdown factors: 1.00 = as good as the reference, 2.00 = half as good (time, MiB or 1/throughput)")
+    return notes
+
+
+def _thread_notes(threads: list[str], cases: list[str], *, mixed: bool) -> list[str]:
+    """How the thread pools (``threads``, their labels) are called and compared in ``cases``
+    (the thread cases of the run); ``mixed``: process pools ran too."""
+    ranked = "; x best of a thread pool is against the best thread pool, of a process pool the best process pool"
+    ranked = ranked if mixed else ""
+    notes = [
+        f"thread pools ({', '.join(threads)}): threads of the owner, nothing pickled; they run in {', '.join(THREAD_CASES)} only"
+        " (recovery's task SIGKILLs its worker, the owner itself on threads; cpu_1ms would measure the GIL;"
+        f" payload_1MB passes the bytes by reference){ranked}; x stdlib is against ThreadPool for RobustThreadPool"
+        " and TPE, against TPE for RobustThreadPoolExecutor"
+    ]
+    if "async_calls" in cases:
+        notes[0] += " (and for every thread pool in async_calls, where ThreadPool has no awaitable call)"
+    notes.append(
+        "thread pools' APIs: apply_async + get, Pool.imap and Pool.map (RobustThreadPool, ThreadPool); submit + result"
+        " (RobustThreadPoolExecutor, TPE); Executor.map(chunksize=) (TPE); awaited: AsyncResult / RobustFuture as they are,"
+        " loop.run_in_executor(executor, f, i) for TPE"
+    )
+    if {"calls", "tiny_imap_c1"} & set(cases):
+        notes.append(
+            "calls, tiny_imap_c1: the detail of RobustThreadPool and RobustThreadPoolExecutor gives their calls/s (items/s)"
+            " relative to the faster of ThreadPool and TPE in this run, when both ran (1.00 or more: at least on par)"
+        )
     return notes

@@ -37,9 +37,14 @@ def describe(peers: list[PeerSpec]) -> dict[str, str]:
         "platform": platform.platform(),
         "multiprocessing default start method": multiprocessing.get_all_start_methods()[0],
     }
+    reported: set[str] = set()
     for spec in peers:
-        if spec.variant_of is None:  # a variant is the same package as its peer
+        # A variant is the same package as its peer; so is a second pool of one distribution
+        # (robustpool's thread pools): its version is given once, under the first peer's label.
+        if spec.variant_of is None and (spec.distribution is None or spec.distribution not in reported):
             info[spec.label] = spec.version()
+            if spec.distribution is not None:
+                reported.add(spec.distribution)
     for dist in ("cloudpickle", "tblib", "psutil"):
         try:
             info[dist] = importlib.metadata.version(dist)

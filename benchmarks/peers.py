@@ -30,6 +30,27 @@ single-call API as an (issue, take) pair, looked up once per batch of calls;
 
 A *variant* (``variant_of``) is another API of a peer, measured as a row of its own in the
 cases it names (``only_cases``); selecting the peer selects its variants too.
+
+Thread pools (``threads=True``) are peers of their own kind, ranked among themselves: the
+same operations over threads of the owner, where nothing is pickled. They mirror the process
+peers API for API, so each has a stdlib twin with the same API (its "x stdlib" reference):
+
+* ``RobustThreadPool`` and ``multiprocessing.pool.ThreadPool`` (its twin) as robustpool and
+  ``multiprocessing.Pool``: ``apply_async`` + ``get``, ``Pool.imap``, ``Pool.map``; awaited:
+  robustpool's ``AsyncResult`` itself, none for ``ThreadPool``;
+* ``RobustThreadPoolExecutor`` (a variant of RobustThreadPool, in the calls cases) and
+  ``ThreadPoolExecutor`` (its twin) as ``RobustExecutor`` and ``ProcessPoolExecutor``:
+  ``submit`` + ``result``; ``Executor.map(chunksize=)``, which ThreadPoolExecutor ignores (one
+  future per item, ``chunks=False``); awaited: the RobustFuture itself,
+  ``loop.run_in_executor`` for ThreadPoolExecutor.
+
+robustpool's two thread pools also have both stdlib thread pools as ``rivals``: the issue
+asks them to be at least on par with the faster of the two, so the per-call cases say how
+they compare with it. The thread pools run only in ``THREAD_CASES``, where a thread measures
+what a process does: the per-call and per-item overhead cases and startup. Not in recovery
+(its task SIGKILLs its worker: on threads, the owner itself), cpu_1ms (pure-Python work holds
+the GIL, so it would measure the GIL, not the pool), payload_1MB (bytes pass by reference:
+nothing travels) or imap_memory (robustpool and multiprocessing only).
 """
 
 from __future__ import annotations
@@ -43,7 +64,10 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from robustpool import RobustExecutor, RobustPool, RobustThreadPool, RobustThreadPoolExecutor
 
 # How long a graceful close may wait for workers before it gives up (the handle is then killed).
 CLOSE_TIMEOUT = 10.0
@@ -51,7 +75,12 @@ CLOSE_TIMEOUT = 10.0
 ROBUSTPOOL = "robustpool"
 STDLIB = "multiprocessing"
 PPE = "ppe"
+ROBUSTTHREADPOOL = "robustthreadpool"
+THREADPOOL = "threadpool"  # multiprocessing.pool.ThreadPool
+TPE = "tpe"  # concurrent.futures.ThreadPoolExecutor
 CALL_CASES = ("calls", "async_calls")  # the cases of robustpool's variants
+# The cases of the thread pools: those that mean on threads what they mean on processes.
+THREAD_CASES = ("tiny_map", "tiny_imap_c1", *CALL_CASES, "startup")
 
 
 class Waiter(Protocol):
@@ -78,7 +107,7 @@ class _FutureWaiter:
 
 
 class PoolHandle(abc.ABC):
-    """A live pool of one peer, with ``workers`` processes."""
+    """A live pool of one peer, with ``workers`` processes (threads, for a thread pool)."""
 
     @abc.abstractmethod
     def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
@@ -118,7 +147,7 @@ class RobustPoolHandle(PoolHandle):
     def __init__(self, workers: int) -> None:
         from robustpool import RobustPool
 
-        self._pool = RobustPool(workers)
+        self._pool: RobustPool | RobustThreadPool = RobustPool(workers)
 
     def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
         return self._pool.map(func, items, chunksize)
@@ -161,7 +190,7 @@ class RobustExecutorHandle(PoolHandle):
     def __init__(self, workers: int) -> None:
         from robustpool import RobustExecutor
 
-        self._executor = RobustExecutor(workers)
+        self._executor: RobustExecutor | RobustThreadPoolExecutor = RobustExecutor(workers)
 
     def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
         return list(self._executor.map(func, items, chunksize=chunksize or 1))
@@ -249,6 +278,42 @@ class ExecutorHandle(PoolHandle):
 
     def kill(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class RobustThreadPoolHandle(RobustPoolHandle):
+    """robustpool's ``RobustThreadPool``: RobustPool's API (and its handle's calls) over threads."""
+
+    def __init__(self, workers: int) -> None:
+        from robustpool import RobustThreadPool
+
+        self._pool = RobustThreadPool(workers)
+
+
+class RobustThreadExecutorHandle(RobustExecutorHandle):
+    """robustpool's ``RobustThreadPoolExecutor``: RobustExecutor's API over threads."""
+
+    def __init__(self, workers: int) -> None:
+        from robustpool import RobustThreadPoolExecutor
+
+        self._executor = RobustThreadPoolExecutor(workers)
+
+
+class ThreadPoolHandle(MultiprocessingHandle):
+    """``multiprocessing.pool.ThreadPool``: multiprocessing.Pool's API over threads."""
+
+    def __init__(self, workers: int) -> None:
+        from multiprocessing.pool import ThreadPool
+
+        self._pool = ThreadPool(workers)
+
+
+class ThreadExecutorHandle(ExecutorHandle):
+    """``concurrent.futures.ThreadPoolExecutor``; awaited through ``loop.run_in_executor``, as PPE."""
+
+    def __init__(self, workers: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor = ThreadPoolExecutor(workers)
 
 
 class LokyHandle(ExecutorHandle):
@@ -347,12 +412,19 @@ class PeerSpec:
     distribution: str | None  # whose version to report; None for the standard library
     factory: Callable[[int], PoolHandle]
     default_chunksize: bool = True  # map() picks a multiprocessing-like chunksize by itself
+    chunks: bool = True  # map() and imap() honour the chunksize (ThreadPoolExecutor.map ignores it)
     notes: tuple[str, ...] = field(default_factory=tuple)
     # The stdlib peer with the same API, the reference of the "x stdlib" column when it ran
-    # in the case (else the case's own reference).
+    # in the case (else the case's own reference of the peer's kind, see cases.Case).
     twin: str = STDLIB
     variant_of: str | None = None  # another API of that peer: selected with it
     only_cases: tuple[str, ...] = ()  # empty: every case
+    # Its workers are threads of the owner (no processes): compared with the other thread
+    # pools for "x best", and with the case's thread reference when its twin did not run.
+    threads: bool = False
+    # Peers it should at least match: the detail of the per-call cases gives its ratio to
+    # the faster of them, when all of them ran in the case.
+    rivals: tuple[str, ...] = ()
 
     def missing(self) -> str | None:
         """Why the peer cannot run here, or None when it can."""
@@ -433,6 +505,58 @@ PEERS: dict[str, PeerSpec] = {
                 " tqdm's monitor thread disabled (tqdm.monitor_interval = 0), it outlived the pool",
             ),
         ),
+        # The thread pools. Their modules are the ones defining the pools (robustpool and
+        # concurrent.futures import them lazily), so load() imports them before any case
+        # times a construction.
+        PeerSpec(
+            ROBUSTTHREADPOOL,
+            "RobustThreadPool",
+            "robustpool._threadpool",
+            "robustpool",
+            RobustThreadPoolHandle,
+            twin=THREADPOOL,
+            only_cases=THREAD_CASES,
+            threads=True,
+            rivals=(THREADPOOL, TPE),
+        ),
+        PeerSpec(
+            "robustthreadexecutor",
+            "RobustThreadPoolExecutor",
+            "robustpool._threadpool",
+            "robustpool",
+            RobustThreadExecutorHandle,
+            twin=TPE,
+            variant_of=ROBUSTTHREADPOOL,
+            only_cases=CALL_CASES,
+            threads=True,
+            rivals=(THREADPOOL, TPE),
+        ),
+        PeerSpec(
+            THREADPOOL,
+            "ThreadPool",
+            "multiprocessing.pool",
+            None,
+            ThreadPoolHandle,
+            twin=THREADPOOL,  # its own reference, as mp.Pool is the process pools'
+            only_cases=THREAD_CASES,
+            threads=True,
+        ),
+        PeerSpec(
+            TPE,
+            "TPE",
+            "concurrent.futures.thread",
+            None,
+            ThreadExecutorHandle,
+            default_chunksize=False,
+            chunks=False,
+            notes=(
+                "TPE: ThreadPoolExecutor.map ignores chunksize (documented: it has no effect for threads),"
+                " so in tiny_map it submits one future per item whatever chunksize it is given",
+            ),
+            twin=THREADPOOL,
+            only_cases=THREAD_CASES,
+            threads=True,
+        ),
     )
 }
 
@@ -444,6 +568,11 @@ ALIASES = {
     "processpoolexecutor": PPE,
     "robustpool.submit": "robustpool-submit",
     "robustpool-executor": "robustexecutor",
+    "multiprocessing.pool.threadpool": THREADPOOL,
+    "mp.threadpool": THREADPOOL,
+    "threadpoolexecutor": TPE,
+    "concurrent.futures.threadpoolexecutor": TPE,
+    "robustthreadpool-executor": "robustthreadexecutor",
 }
 
 

@@ -42,6 +42,10 @@ class Row:
     ratio_best: float | None = None
     ratio_stdlib: float | None = None
     reference: str | None = None  # the label of the stdlib row ratio_stdlib compares with
+    # The faster of the peer's rivals (for robustpool's thread pools: ThreadPool and TPE),
+    # when every rival ran in the case, and the slowdown factor against it.
+    rival: str | None = None
+    ratio_rival: float | None = None
 
     @property
     def values(self) -> list[float]:

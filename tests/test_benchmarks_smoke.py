@@ -3,13 +3,15 @@
 It checks that each case produces a successful row (so a broken case fails here), that the
 stdlib Pool's recovery is reported as a hang rather than crashing the harness, that a
 missing peer is skipped with a note, that robustpool's variants (its submit and
-RobustExecutor) run in the calls cases only and are compared with ProcessPoolExecutor, and
-that both renderings contain every row. It never looks at the numbers themselves: timings
-on a shared machine mean nothing here.
+RobustExecutor) run in the calls cases only and are compared with ProcessPoolExecutor, that
+the thread pools run in their cases only, ranked among themselves and compared with the
+stdlib thread pools, and that both renderings contain every row. It never looks at the
+numbers themselves: timings on a shared machine mean nothing here.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -97,6 +99,54 @@ def test_call_cases_compare_futures_with_the_executor() -> None:
         assert submit.ratio_stdlib == pytest.approx(ppe.median / (submit.median or 1))
         assert "µs per call" in submit.detail and "calls/s of PPE" in submit.detail
     assert report.row("tiny_map", "robustpool.submit") is None
+
+
+def test_thread_pools_are_compared_with_the_stdlib_thread_pools() -> None:
+    """The thread pools run in the thread cases only; "x best" ranks them among themselves, their
+    "x stdlib" is against ThreadPool (TPE for the executor API, and where ThreadPool cannot
+    await); robustpool's rows say how they compare with the faster stdlib thread pool; and
+    closing them leaves no thread behind that would make robustpool's pool start differently."""
+    cases = ("tiny_map", "tiny_imap_c1", "calls", "async_calls", "payload_1MB")
+    peers = ("robustthreadpool", "threadpool", "tpe", "robustpool")
+    config = Config(repeats=2, cases=cases, peers=peers, scale=0.01, case_timeout=15.0)
+    report = run(config, progress=None)
+    threads = {"RobustThreadPool", "RobustThreadPoolExecutor", "ThreadPool", "TPE"}
+
+    assert not report.row("payload_1MB", "RobustThreadPool") and report.row("payload_1MB", "robustpool")
+    for case in cases[:4]:
+        expected = {"RobustThreadPool", "TPE"}
+        if case != "async_calls":
+            expected.add("ThreadPool")  # it has no awaitable call
+        if case in ("calls", "async_calls"):
+            expected.add("RobustThreadPoolExecutor")
+        rows = [row for row in report.rows if row.case == case]
+        assert {row.peer for row in rows} & threads == expected, case
+        for kind in (True, False):
+            ranked = [row.ratio_best for row in rows if (row.peer in threads) is kind]
+            assert ranked and min(r or 0.0 for r in ranked) == pytest.approx(1.0), f"{case}: no best of its kind"
+        for row in rows:
+            assert row.status == "ok", f"{case}: {row.peer} {row.status}"
+            if row.peer not in threads:
+                continue
+            twin = "TPE" if case == "async_calls" or row.peer == "RobustThreadPoolExecutor" else "ThreadPool"
+            reference = report.row(case, twin)
+            assert row.reference == twin and reference is not None and reference.median is not None, f"{case}: {row.peer}"
+            assert row.ratio_stdlib == pytest.approx(reference.median / (row.median or 1))
+            if row.peer.startswith("Robust") and case != "async_calls":
+                faster = max((report.row(case, "ThreadPool"), report.row(case, "TPE")), key=lambda r: (r and r.median) or 0)
+                assert faster is not None and row.rival == faster.peer, f"{case}: {row.peer} rival {row.rival}"
+                assert row.ratio_rival == pytest.approx((faster.median or 0) / (row.median or 1))
+                if case in ("calls", "tiny_imap_c1"):
+                    assert "the faster thread peer" in row.detail, f"{case}: {row.peer} {row.detail!r}"
+            else:
+                assert row.rival is None and "faster thread peer" not in row.detail, f"{case}: {row.peer}"
+    assert not [note for note in report.notes if "still alive" in note]
+    # The owner may start with more than one thread (pytest's), but a thread pool's must not be left over.
+    for note in report.notes:
+        counts = re.search(r"had (\d+) threads when a pool was built \(baseline (\d+)\)", note)
+        assert counts is None or counts[1] == counts[2], note
+    assert any(note.startswith("thread pools (") for note in report.notes)
+    assert "RobustThreadPoolExecutor" in text(report)
 
 
 def test_command_line_options(tmp_path: Path) -> None:
