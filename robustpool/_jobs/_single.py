@@ -363,8 +363,10 @@ class FutureJob:
             return False
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
-        with contextlib.suppress(InvalidStateError):
+        try:  # noqa: SIM105 - not contextlib.suppress: an object per call, on every future's path
             self.future.set_result(values[0])
+        except InvalidStateError:  # cancelled meanwhile, or a late value after terminate()
+            pass
 
     def fail(self, index: int, exc: BaseException) -> None:
         try:

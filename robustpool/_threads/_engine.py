@@ -375,9 +375,9 @@ class ThreadEngine:
             job.flush()
             return 0 if ok else 1
         if not chunk.stream:
-            outcomes = [_call(fn, mode, item) for item in items]
+            values, errors = _run_all(fn, mode, items)
             run.reported = count  # see _Running
-            failed = self._tell(job, chunk.start, outcomes)
+            failed = self._tell(job, chunk.start, values, errors)
             job.flush()
             return failed
         # Each item's outcome as soon as it is known (imap's batches, or results to clean):
@@ -415,26 +415,62 @@ class ThreadEngine:
         self._estimates.learn(chunk.func.func_id, time.perf_counter() - began, count, count)  # sizes imap's batches
         return failed
 
-    def _tell(self, job: Job, start: int, outcomes: list[tuple[bool, Any]]) -> int:
-        """Report a chunk's outcomes: runs of values at once, errors alone; returns how
-        many failed."""
-        failed = 0
+    def _tell(self, job: Job, start: int, values: list[Any], errors: dict[int, BaseException] | None) -> int:
+        """Report a chunk's outcomes: the runs of values between errors at once, each
+        error alone; returns how many failed."""
+        if errors is None:
+            job.deliver(start, values)
+            return 0
         run_start = 0
-        for k, (ok, value) in enumerate(outcomes):
-            if not ok:
-                if run_start < k:
-                    job.deliver(start + run_start, [v for _, v in outcomes[run_start:k]])
-                job.fail(start + k, value)
-                failed += 1
-                run_start = k + 1
-        if run_start < len(outcomes):
-            job.deliver(start + run_start, [v for _, v in outcomes[run_start:]])
-        return failed
+        for k in sorted(errors):
+            if run_start < k:
+                job.deliver(start + run_start, values[run_start:k])
+            job.fail(start + k, errors[k])
+            run_start = k + 1
+        if run_start < len(values):
+            job.deliver(start + run_start, values[run_start:])
+        return len(errors)
 
     def _fail_chunk(self, chunk: Chunk, first: int, err: BaseException) -> None:
         for k in range(first, len(chunk.items)):
             chunk.job.fail(chunk.start + k, err)
         chunk.job.flush()
+
+
+def _run_all(fn: Callable[..., Any], mode: Mode, items: Sequence[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
+    """Every item's outcome: the values (None where an item failed) and the errors by
+    position. The ``try`` sits outside the tight loops (a failing item restarts the loop
+    after it), so a chunk of tiny items costs about what a bare loop does."""
+    values: list[Any] = []
+    append = values.append
+    errors: dict[int, BaseException] | None = None
+    n = len(items)
+    while len(values) < n:
+        k = len(values)
+        rest = items[k:] if k else items
+        try:
+            if mode == Mode.MAP:
+                for x in rest:
+                    append(fn(x))
+            elif mode == Mode.STAR:
+                for x in rest:
+                    append(fn(*x))
+            else:
+                for args, kwds in rest:
+                    append(fn(*args, **kwds))
+        except BaseException as exc:  # SystemExit too: the item's error, as in a process worker
+            _strip_our_frame(exc)
+            if errors is None:
+                errors = {}
+            errors[len(values)] = exc
+            append(None)
+    return values, errors
+
+
+def _strip_our_frame(exc: BaseException) -> None:
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        exc.__traceback__ = tb.tb_next  # the traceback starts in the user's function
 
 
 def _call(fn: Callable[..., Any], mode: Mode, item: Any) -> tuple[bool, Any]:
@@ -447,7 +483,5 @@ def _call(fn: Callable[..., Any], mode: Mode, item: Any) -> tuple[bool, Any]:
         args, kwds = item
         return True, fn(*args, **kwds)
     except BaseException as exc:  # SystemExit too: the item's error, as in a process worker
-        tb = exc.__traceback__
-        if tb is not None and tb.tb_next is not None:
-            exc.__traceback__ = tb.tb_next  # the traceback starts in the user's function
+        _strip_our_frame(exc)
         return False, exc
