@@ -226,7 +226,11 @@ class PoolConfig:
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, not {retries}")
         method = _start_method(context, start_method, names)
-        window = positive_int("buffersize", buffersize) if buffersize is not None else max(64, 32 * nproc)
+        # Threads keep more ahead: they share the consumer's GIL, so a consumer that drains
+        # the window sleeps and is woken (a thread switch per refill), and what they hold
+        # ahead is results only (their input is never copied).
+        default_window = max(256, 32 * nproc) if threads else max(64, 32 * nproc)
+        window = positive_int("buffersize", buffersize) if buffersize is not None else default_window
         return cls(
             nproc,
             initializer,

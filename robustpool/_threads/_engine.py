@@ -375,9 +375,9 @@ class ThreadEngine:
             job.flush()
             return 0 if ok else 1
         if not chunk.stream:
-            values, errors = _run_all(fn, mode, items)
+            outcome, errors = _run_all(fn, mode, items)
             run.reported = count  # see _Running
-            failed = self._tell(job, chunk.start, values, errors)
+            failed = self._tell(job, chunk.start, outcome, errors)
             job.flush()
             return failed
         # Each item's outcome as soon as it is known (imap's batches, or results to clean):
