@@ -132,6 +132,7 @@ class StreamJob:
         window = self._window()
         limit = self._fed + window if everything else self._yielded + window
         chunks: list[Chunk] = []
+        ended = False  # the input ended in this call: release the hold once its chunks are in
         try:
             while (source := self._input) is not None and not self.closed:
                 if self._fed >= limit:
@@ -164,11 +165,17 @@ class StreamJob:
                     with self._cond:
                         self._length = self._fed
                         self._notify_locked()
-                    self._hold.release()
+                    ended = True
                 elif self._window() < window:
                     return  # the items are big: stop at the smaller window
         finally:
-            self._submit(chunks)
+            try:
+                self._submit(chunks)
+            finally:
+                if ended:
+                    # Only now: a closed engine with no hold left and nothing queued
+                    # finishes, and would refuse the chunks this call still had to submit.
+                    self._hold.release()
 
     def _chunk(self, items: list[Any]) -> Chunk:
         with self._cond:

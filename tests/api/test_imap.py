@@ -130,3 +130,24 @@ def test_imap_unordered_yields_the_same_multiset(pool_factory: PoolFactory) -> N
     expected = Counter(_square(x) for x in data)
     assert Counter(got) == expected
     assert Counter(got_chunked) == expected
+
+
+@pytest.mark.parametrize("chunksize", [1, 2, 3])
+def test_an_imap_read_to_its_end_after_close_loses_no_chunk(pool_factory: PoolFactory, chunksize: int) -> None:
+    # The feeder that reads the last of the input must hand its last chunks to the engine
+    # before it lets the engine finish: a closed pool with nothing running and no stream
+    # still feeding it stops at once, and chunks submitted after that fail. join() reads
+    # what the stream still owes, a window at a time; the last slice here is shorter than
+    # a window, so one read takes the last items and the end of the input.
+    pool = pool_factory(1, buffersize=12)
+    try:
+        # The first read takes a window (12 chunks) of the 13 chunks' worth of input ...
+        it = pool.imap(_square, iter(range(13 * chunksize)), chunksize)
+        first = it.next(timeout=GET)
+        time.sleep(0.3)  # ... and runs: the engine is idle, the stream owes one chunk
+        pool.close()
+        pool.join(GET)  # reads the last chunk and the end of the input in one go
+        got = [first] + [it.next(timeout=GET) for _ in range(13 * chunksize - 1)]
+        assert got == [x * x for x in range(13 * chunksize)]
+    finally:
+        pool.terminate()
