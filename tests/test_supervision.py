@@ -265,8 +265,9 @@ def test_a_call_can_override_the_pools_task_timeout() -> None:
 def test_a_task_queued_on_an_idle_worker_killed_from_outside_runs_elsewhere() -> None:
     # The worker's last task was a chunk, so its slot holds a stale item index >= 1.
     with RobustPool(1, start_method="fork") as pool:
-        pool.map(_pid, [1, 2], chunksize=2)
-        (pid,) = pool.worker_pids()
+        # The worker says its own pid: the supervisor's word of it can arrive after its
+        # first result, so worker_pids() may still be empty here.
+        pid, _ = pool.map(_pid, [1, 2], chunksize=2)
         os.kill(pid, signal.SIGSTOP)  # idle and frozen: the next task waits in its pipe
         pending = pool.apply_async(abs, (-5,))
         time.sleep(0.3)
