@@ -203,3 +203,29 @@ def test_thread_pool_results_are_awaitable_and_async_iterable() -> None:
         return one, many, streamed, future
 
     assert asyncio.run(main()) == (32, [1, 2, 3], [0, 1, 4, 9, 16], 4)
+
+
+def test_the_thread_executors_own_surface() -> None:
+    from concurrent.futures import TimeoutError as FuturesTimeout
+
+    release = threading.Event()
+    with RobustThreadPoolExecutor(max_workers=1) as ex:
+        it = ex.map(lambda x: (release.wait(GET), x)[1], range(3), timeout=0.2)
+        with pytest.raises(FuturesTimeout):
+            next(it)  # the timeout counts from the call, as in the standard library
+        release.set()
+        cleaned: list[int] = []
+        lazy = ex.map(abs, range(-50, 0), cleanup=cleaned.append)
+        assert next(lazy) == 50
+        lazy.close()  # what ran and nobody took is cleaned
+        assert 50 not in cleaned and len(set(cleaned)) == len(cleaned)
+        blocker = threading.Event()
+        running = ex.submit(blocker.wait, GET)
+        queued = [ex.submit(abs, -k) for k in range(5)]
+        time.sleep(0.05)
+        ex.shutdown(wait=False, cancel_futures=True)
+        assert all(f.cancelled() for f in queued)
+        with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+            ex.submit(abs, 1)
+        blocker.set()
+        assert running.result(GET) is True
