@@ -165,6 +165,17 @@ class ThreadEngine:
     # -- submitting, cancelling --
 
     def submit(self, chunks: Sequence[Chunk]) -> int:
+        if not self._closing and len(self._threads) >= self._config.processes:
+            # Every thread is up: append without the lock (a deque's append is atomic), so
+            # the caller never waits for a thread that holds it. Appending first, then
+            # reading _idle and _finished, pairs with the threads (which count themselves
+            # idle before they look at the queue) and terminate() (which marks the engine
+            # finished before it drains the queue): either they see the chunks, or we see
+            # them and take the locked path below (see _after_append).
+            self._queue.extend(chunks)
+            if self._idle or self._finished.is_set() or self._broken is not None:
+                self._after_append()
+            return 0
         with self._cond:
             # Finished (closed with nothing held, or terminated): no thread would take them.
             refused = self._broken or (PoolTerminatedError() if self._finished.is_set() else None)
@@ -180,6 +191,28 @@ class ThreadEngine:
                 self._fail_chunk(chunk, 0, refused)
         return 0  # objects are kept as they are: no bytes held for them
 
+    def _after_append(self) -> None:
+        """Chunks were appended without the lock: wake an idle thread, or, if the engine
+        finished or broke meanwhile (both mark it before they drain the queue), fail
+        whatever is queued (each chunk is popped once)."""
+        with self._cond:
+            if not self._finished.is_set() and self._broken is None:
+                self._cond.notify(len(self._queue))
+                return
+            stranded = self._drain_locked()
+        err = self._broken or PoolTerminatedError()
+        for chunk in stranded:
+            self._fail_chunk(chunk, 0, err)
+
+    def _drain_locked(self) -> list[Chunk]:
+        """Under _cond: pop every queued chunk (popleft, never clear(): a chunk appended
+        without the lock meanwhile is either popped here or left for its thread)."""
+        out: list[Chunk] = []
+        queue = self._queue
+        while queue:
+            out.append(queue.popleft())
+        return out
+
     def cancel(self, job: Job) -> None:
         self._take_queued(lambda c: c.job is job)
 
@@ -193,11 +226,11 @@ class ThreadEngine:
 
     def _take_queued(self, which: Callable[[Chunk], bool]) -> None:
         with self._cond:
-            taken = [c for c in self._queue if which(c)]
+            queued = self._drain_locked()
+            taken = [c for c in queued if which(c)]
+            # Back at the front, in order (chunks appended meanwhile stay behind them).
+            self._queue.extendleft(reversed([c for c in queued if not which(c)]))
             if taken:
-                kept = [c for c in self._queue if not which(c)]
-                self._queue.clear()
-                self._queue.extend(kept)
                 self._maybe_finish_locked()
         for chunk in taken:
             chunk.job.drop(chunk.start, len(chunk.items))
@@ -226,12 +259,11 @@ class ThreadEngine:
             if self._terminated:
                 return
             self._terminated = self._closing = True
-            queued = list(self._queue)
-            self._queue.clear()
+            self._finished.set()  # before draining: see submit()
+            queued = self._drain_locked()
             owed: list[tuple[Chunk, int]] = []
             for run in self._running:
                 owed.append((run.chunk, run.reported))
-            self._finished.set()
             self._cond.notify_all()
             _live.discard(self)
         err = PoolTerminatedError()
@@ -300,10 +332,12 @@ class ThreadEngine:
                     self._failed += failed
                     self._done += len(run.chunk.items) - failed
                     self._maybe_finish_locked()
+                # Idle first, then look: a chunk appended without the lock is seen here, or
+                # its submitter sees this thread idle and notifies (see submit).
+                self._idle += 1
                 while not self._queue and not self._finished.is_set():
-                    self._idle += 1
                     self._cond.wait()  # idle until work or the end: notified by both
-                    self._idle -= 1
+                self._idle -= 1
                 if not self._queue or self._terminated:
                     del self._threads[number]
                     return
@@ -347,8 +381,7 @@ class ThreadEngine:
         fail outside the lock."""
         if self._broken is None:
             self._broken = err
-        queued = list(self._queue)
-        self._queue.clear()
+        queued = self._drain_locked()
         self._closing = True
         self._maybe_finish_locked()
         return queued

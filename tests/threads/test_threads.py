@@ -3,6 +3,7 @@ without stopping threads, initializer failures, the size of the pool."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -229,3 +230,41 @@ def test_the_thread_executors_own_surface() -> None:
             ex.submit(abs, 1)
         blocker.set()
         assert running.result(GET) is True
+
+
+def test_many_submitters_lose_nothing_and_terminate_strands_nothing() -> None:
+    # Submitting never waits for the engine's lock once every thread is up: each chunk
+    # must still run exactly once, or fail at terminate(), never wait forever.
+    from concurrent.futures import Future
+
+    pool = RobustThreadPool(2)
+    futures: list[list[Future[int]]] = [[] for _ in range(4)]
+    stop = threading.Event()
+
+    def submitter(mine: list[Future[int]]) -> None:
+        k = 0
+        while not stop.is_set() and k < 20_000:
+            try:
+                mine.append(pool.submit(abs, -k))
+            except ValueError:  # Pool not running: terminate() came
+                return
+            k += 1
+
+    threads = [threading.Thread(target=submitter, args=(mine,)) for mine in futures]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    pool.terminate()
+    stop.set()
+    for t in threads:
+        t.join(GET)
+    every = [f for mine in futures for f in mine]
+    assert len(every) > 1000
+    ended = 0
+    for f in every:
+        with contextlib.suppress(PoolTerminatedError):
+            f.result(GET)  # a stranded chunk would time out here
+        ended += 1
+    assert ended == len(every)
+    assert sum(1 for mine in futures for k, f in enumerate(mine) if f.exception() is None and f.result() != k) == 0
+    pool.join(GET)
