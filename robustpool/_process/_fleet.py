@@ -64,6 +64,9 @@ _SPAWN_BACKOFF_MAX = 1.0
 _SPAWN_BUDGET = 8  # failures in a row, with no worker alive, that break the pool
 
 
+_SUPERVISOR_RESTARTS = 5  # supervisors that may die in a row before one starts a worker
+
+
 class Fleet(WorkerIO):
     """The supervisor and the workers' lives (see the module docstring)."""
 
@@ -155,6 +158,7 @@ class Fleet(WorkerIO):
                 if w is not None:
                     w.pid = msg.pid
                     self._spawn_failures = 0
+                    self._supervisor_deaths = 0
                     self._recount = True
                     log.debug("robustpool: worker %s started", msg.pid)
             elif isinstance(msg, WorkerExited):
@@ -288,13 +292,27 @@ class Fleet(WorkerIO):
             self._finish()
             return
         code = self._supervisor.poll()
+        self._supervisor_deaths += 1
+        again = self._supervisor_deaths < _SUPERVISOR_RESTARTS
         log.error(
-            "robustpool: the supervisor (pid %s) died with %s; starting a new one", self._supervisor.pid, describe_exitcode(code)
+            "robustpool: the supervisor (pid %s) died with %s; %s",
+            self._supervisor.pid,
+            describe_exitcode(code),
+            "starting a new one" if again else f"it died {self._supervisor_deaths} times in a row before starting a worker",
         )
         # Its workers die with it (PR_SET_PDEATHSIG); make sure of it where that is missing.
         self._kill_known_workers()
         for w in list(self._workers.values()):
             self._on_exit(WorkerExited(w.key, w.pid or 0, -signal.SIGKILL, "its supervisor died"))
+        if not again:
+            self._broken = WorkerStartError(
+                self._supervisor_deaths,
+                f"the supervisor died {self._supervisor_deaths} times in a row before it started a worker"
+                f" (last: {describe_exitcode(code)}); its log lines say why",
+            )
+            self._fail_everything(self._broken)
+            self._finish()
+            return
         try:
             self._supervisor = self._start_supervisor()
         except (OSError, RobustPoolError) as exc:

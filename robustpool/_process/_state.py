@@ -88,6 +88,9 @@ class LoopState:
         # Starting workers: the failures in a row, when the next attempt may be made, and
         # whether the pool may have fewer workers than wanted (so the loop must look).
         self._spawn_failures = 0
+        # Supervisors that died since one last started a worker: a budget, so a supervisor
+        # that cannot start (a broken environment) breaks the pool instead of restarting forever.
+        self._supervisor_deaths = 0
         self._spawn_retry_at = 0.0
         self._recount = True  # the worker count may be short of `processes` (see _reconcile)
         self._terminate_until = 0.0  # terminate waits until then for results workers owe

@@ -147,3 +147,26 @@ def test_an_idle_wide_pool_costs_its_supervisor_little() -> None:
         assert used < 0.9, f"the supervisor used {used:.2f} s of CPU in 3 s idle (more than 30% of a core)"
     finally:
         pool.terminate()
+
+
+def test_a_supervisor_that_dies_at_every_start_breaks_the_pool_instead_of_looping(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh supervisor imports what the owner's sys.path leads to: here a `multiprocessing`
+    # package that dies on import, so every supervisor started dies before its first worker.
+    # The pool must give up after a bounded number of restarts, with a named error.
+    from pathlib import Path
+
+    planted = Path(tmp_path) / "multiprocessing"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("import os\nos._exit(7)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    began = time.monotonic()
+    pool = RobustPool(1, start_method="spawn")
+    try:
+        with pytest.raises(robustpool.WorkerStartError, match="supervisor"):
+            pool.apply_async(abs, (-1,)).get(timeout=60)
+        assert time.monotonic() - began < 30
+    finally:
+        pool.terminate()
+        pool.join(10)
