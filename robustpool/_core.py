@@ -32,6 +32,7 @@ from ._errors import TaskSerializationError
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import FutureJob, RobustFuture
 from ._jobs._stream import StreamJob
+from ._progress import Bar
 
 
 def refuse_unsupported(config: PoolConfig, capabilities: Capability, engine: str) -> None:
@@ -130,11 +131,12 @@ class PoolCore:
         cleanup: Callable[[Any], object] | None,
         close_timeout: float,
         timeout: float,
+        bar: Bar | None = None,
     ) -> tuple[IMapIterator[Any], StreamJob]:
         """A lazy stream of ``func`` over ``iterable`` (imap, executor map), tracked here
         so join and terminate reach it; returns its iterator and job."""
         ref = self.engine.function(func)
-        job = StreamJob(self.engine, ref, mode, iterable, chunksize, window, ordered, cleanup, close_timeout, timeout)
+        job = StreamJob(self.engine, ref, mode, iterable, chunksize, window, ordered, cleanup, close_timeout, timeout, bar)
         it: IMapIterator[Any] = IMapIterator(job)
         self.track(it, job)
         return it, job

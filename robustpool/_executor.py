@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, final
 
 from . import _forks
-from ._calls import Mode
+from ._calls import Mode, function_name
 from ._config import EXECUTOR_NAMES, PoolConfig, check_callable, positive_int
 from ._core import PoolCore, State, refuse_unsupported
 from ._engine import Engine
@@ -33,6 +33,7 @@ from ._jobs._iterators import IMapIterator
 from ._jobs._single import RobustFuture
 from ._jobs._stream import StreamJob
 from ._process._engine import ProcessEngine
+from ._progress import ProgressArg, length_of, make_bar
 from ._scope import OnError, Scope, single_scope
 from ._stats import PoolStats
 
@@ -75,6 +76,7 @@ class ExecutorBase(Executor):
         chunksize: int = 1,
         buffersize: int | None = None,
         cleanup: Callable[[R], object] | None = None,
+        progress: ProgressArg = None,
     ) -> MapIterator[R]:
         """Lazily apply ``fn`` to the items of ``iterables`` in parallel (as ``zip``);
         results in order.
@@ -84,6 +86,8 @@ class ExecutorBase(Executor):
         ahead of the consumer. An error is raised at its item's position and ends the
         iteration. Leaving the iteration early (or its error) cancels what has not started
         and passes every computed result nobody received to ``cleanup``, exactly once.
+        ``progress``: a tqdm bar of the items as they complete (True, a dict of tqdm options,
+        ``total`` among them for inputs without a length, or a bar of your own).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         check_callable(fn, "fn")
@@ -92,14 +96,22 @@ class ExecutorBase(Executor):
             positive_int("buffersize", buffersize)
         if cleanup is not None:
             check_callable(cleanup, "cleanup")
+        lengths = [length_of(iterable) for iterable in iterables]
+        total = None if not lengths or None in lengths else min(n for n in lengths if n is not None)
         with self._lock:
             self._check_open()
+            bar = make_bar(progress, total, function_name(fn))
             config = self._config
             window = buffersize or config.buffersize
             items = zip(*iterables, strict=False)  # the shortest input ends it, as in the standard library
-            it, job = self._core.stream(
-                fn, Mode.STAR, items, chunksize, window, True, cleanup, config.close_timeout, config.task_timeout
-            )
+            try:
+                it, job = self._core.stream(
+                    fn, Mode.STAR, items, chunksize, window, True, cleanup, config.close_timeout, config.task_timeout, bar
+                )
+            except BaseException:
+                if bar is not None:
+                    bar.close()
+                raise
         return MapIterator(it, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

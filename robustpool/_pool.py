@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, cast
 
 from . import _forks
-from ._calls import Mode
+from ._calls import Mode, function_name
 from ._config import PoolConfig, check_callable, positive_int, task_limit
 from ._core import PoolCore, State, refuse_unsupported
 from ._engine import Capability, Engine
@@ -32,6 +32,7 @@ from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import AsyncResult, RobustFuture, SingleJob
 from ._process._engine import ProcessEngine
+from ._progress import ProgressArg, length_of, make_bar
 from ._scope import OnError, Scope, single_scope
 from ._stats import PoolStats
 
@@ -120,6 +121,7 @@ class PoolBase:
         error_callback: Callable[[BaseException], object] | None,
         cleanup: Callable[[Any], object] | None,
         task_timeout: float | None,
+        progress: ProgressArg = None,
     ) -> MapResult[Any]:
         self._core.check_running()
         check_callable(func)
@@ -132,11 +134,13 @@ class PoolBase:
         exact = type(iterable) in (list, tuple, range)
         items: Sequence[Any] = cast(Sequence[Any], iterable) if exact else list(iterable)
         size = self._default_chunksize(len(items)) if chunksize is None else positive_int("chunksize", chunksize)
-        job = GatherJob(len(items), callback, error_callback, cleanup, self._engine)
+        bar = make_bar(progress, len(items), function_name(func))
+        job = GatherJob(len(items), callback, error_callback, cleanup, self._engine, bar)
         if items:
             # With a cleanup, chunks reply item by item, so terminating mid-chunk still
-            # hands back (and cleans) the items that finished.
-            self._core.start(job, func, mode, items, size, True, timeout, stream=cleanup is not None and size > 1)
+            # hands back (and cleans) the items that finished; with a bar, so it moves by items.
+            stream = (cleanup is not None or bar is not None) and size > 1
+            self._core.start(job, func, mode, items, size, True, timeout, stream=stream)
         return MapResult(job)
 
     def map(
@@ -147,9 +151,15 @@ class PoolBase:
         *,
         cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
+        progress: ProgressArg = None,
     ) -> list[R]:
-        """Apply ``func`` to every item; returns the list of results in order."""
-        return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, cleanup, task_timeout).get()
+        """Apply ``func`` to every item; returns the list of results in order.
+
+        ``progress``, here and on every call of many items: a tqdm bar (``tqdm.auto``) of the
+        items as they complete: True, a dict of tqdm options (``total`` among them, for an
+        input without a length), or a bar of your own (updated, not closed). Failures show
+        in its postfix. Needs tqdm (``pip install 'robustpool[progress]'``)."""
+        return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, cleanup, task_timeout, progress).get()
 
     def map_async(
         self,
@@ -161,9 +171,10 @@ class PoolBase:
         *,
         cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
+        progress: ProgressArg = None,
     ) -> MapResult[R]:
         """Like ``map`` but returns a MapResult at once."""
-        return self._map_async(func, iterable, Mode.MAP, chunksize, callback, error_callback, cleanup, task_timeout)
+        return self._map_async(func, iterable, Mode.MAP, chunksize, callback, error_callback, cleanup, task_timeout, progress)
 
     def starmap(
         self,
@@ -173,9 +184,10 @@ class PoolBase:
         *,
         cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
+        progress: ProgressArg = None,
     ) -> list[R]:
         """Like ``map`` but each item is unpacked as the arguments: ``func(*item)``."""
-        return self._map_async(func, iterable, Mode.STAR, chunksize, None, None, cleanup, task_timeout).get()
+        return self._map_async(func, iterable, Mode.STAR, chunksize, None, None, cleanup, task_timeout, progress).get()
 
     def starmap_async(
         self,
@@ -187,9 +199,10 @@ class PoolBase:
         *,
         cleanup: Callable[[R], object] | None = None,
         task_timeout: float | None = None,
+        progress: ProgressArg = None,
     ) -> MapResult[R]:
         """Like ``starmap`` but returns a MapResult at once."""
-        return self._map_async(func, iterable, Mode.STAR, chunksize, callback, error_callback, cleanup, task_timeout)
+        return self._map_async(func, iterable, Mode.STAR, chunksize, callback, error_callback, cleanup, task_timeout, progress)
 
     # -- imap --
 
@@ -202,6 +215,7 @@ class PoolBase:
         cleanup: Callable[[Any], object] | None,
         buffersize: int | None,
         task_timeout: float | None,
+        progress: ProgressArg,
     ) -> IMapIterator[Any]:
         self._core.check_running()
         check_callable(func)
@@ -213,7 +227,15 @@ class PoolBase:
             positive_int("buffersize", buffersize)
         config = self._config
         window = buffersize or config.buffersize
-        it, _ = self._core.stream(func, Mode.MAP, iterable, chunksize, window, ordered, cleanup, config.close_timeout, timeout)
+        bar = make_bar(progress, length_of(iterable), function_name(func))
+        try:
+            it, _ = self._core.stream(
+                func, Mode.MAP, iterable, chunksize, window, ordered, cleanup, config.close_timeout, timeout, bar
+            )
+        except BaseException:
+            if bar is not None:
+                bar.close()
+            raise
         return it
 
     def imap(
@@ -225,9 +247,10 @@ class PoolBase:
         cleanup: Callable[[R], object] | None = None,
         buffersize: int | None = None,
         task_timeout: float | None = None,
+        progress: ProgressArg = None,
     ) -> IMapIterator[R]:
         """Lazily apply ``func`` to every item; iterate the results in input order."""
-        return self._imap(func, iterable, chunksize, True, cleanup, buffersize, task_timeout)
+        return self._imap(func, iterable, chunksize, True, cleanup, buffersize, task_timeout, progress)
 
     def imap_unordered(
         self,
@@ -238,9 +261,10 @@ class PoolBase:
         cleanup: Callable[[R], object] | None = None,
         buffersize: int | None = None,
         task_timeout: float | None = None,
+        progress: ProgressArg = None,
     ) -> IMapIterator[R]:
         """Like ``imap`` but results come in the order they finish."""
-        return self._imap(func, iterable, chunksize, False, cleanup, buffersize, task_timeout)
+        return self._imap(func, iterable, chunksize, False, cleanup, buffersize, task_timeout, progress)
 
     # -- lifecycle --
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
-from typing import Any, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from .._engine import Engine
 from . import Cleanup, run_cleanups
 from ._single import AsyncResult, Outcome
+
+if TYPE_CHECKING:
+    from .._progress import Bar
 
 T = TypeVar("T")
 
@@ -29,8 +32,10 @@ class GatherJob(Outcome):
         error_callback: Callable[[BaseException], object] | None,
         cleanup: Cleanup | None = None,
         engine: Engine | None = None,
+        bar: Bar | None = None,
     ) -> None:
         super().__init__(callback, error_callback, engine)
+        self._bar = bar  # counts items as they complete (see _progress)
         self._lock = threading.Lock()
         self._values: list[Any] = [None] * length
         self._delivered: list[tuple[int, int]] = []  # (index, count) of each delivery, for stop()
@@ -40,7 +45,7 @@ class GatherJob(Outcome):
         self._error: BaseException | None = None
         self._cleanup = cleanup
         if length == 0:
-            self._set(True, [])
+            self._finish()
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
         with self._lock:
@@ -55,7 +60,10 @@ class GatherJob(Outcome):
         if late:
             if self._cleanup is not None:
                 run_cleanups(self._cleanup, values)
-        elif done:
+            return
+        if self._bar is not None:
+            self._bar.done(len(values))
+        if done:
             self._finish()
 
     def fail(self, index: int, exc: BaseException) -> None:
@@ -67,6 +75,8 @@ class GatherJob(Outcome):
                 self._error = exc
             self._remaining -= 1
             done = self._remaining == 0
+        if self._bar is not None:
+            self._bar.failed()
         if done:
             self._finish()
 
@@ -80,6 +90,8 @@ class GatherJob(Outcome):
             self._stopped = True
             held = [v for i, n in self._delivered for v in self._values[i : i + n]]
             self._values, self._delivered = [], []
+        if self._bar is not None:
+            self._bar.close()
         self._set(False, CancelledError())
         if self._engine is not None:
             self._engine.kill(self)
@@ -87,6 +99,8 @@ class GatherJob(Outcome):
             run_cleanups(self._cleanup, held)
 
     def _finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()  # before the waiters wake: the bar is complete when get() returns
         if self._error is None:
             self._set(True, self._values)
             return

@@ -21,13 +21,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _forks
 from .._calls import Mode
 from .._engine import Chunk, Engine, FuncRef
 from .._tracebacks import detach_traceback
 from . import Cleanup, run_cleanups, timeout_error
+
+if TYPE_CHECKING:
+    from .._progress import Bar
 
 _BYTES_AHEAD = 32 << 20  # about the most input (as the engine holds it) an imap keeps ahead
 
@@ -58,8 +61,10 @@ class StreamJob:
         cleanup: Cleanup | None,
         close_timeout: float,
         task_timeout: float = 0.0,
+        bar: Bar | None = None,
     ) -> None:
         self._engine = engine
+        self._bar = bar  # counts items as they complete; closed when the stream ends or closes
         self.gen = _forks.generation
         self._task_timeout = task_timeout
         self._func = func
@@ -186,7 +191,7 @@ class StreamJob:
         # the whole timeout. A user's chunk replies item by item when results must be
         # cleaned: then a stop mid-chunk loses no finished item.
         batched = self._chunksize == 1
-        stream = batched or self._cleanup is not None
+        stream = batched or self._cleanup is not None or self._bar is not None  # a bar moves item by item
         return Chunk(self, self._func, self._mode, start, items, self._task_timeout, True, stream, batched)
 
     def _submit(self, chunks: list[Chunk]) -> None:
@@ -234,13 +239,18 @@ class StreamJob:
                     self._store(index + k, True, v)
         if mine:
             self._clean_late()
+        elif self._bar is not None:
+            self._bar.done(len(values))
 
     def fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
             self._accounted += 1
             self._dirty = True
-            if not self.closed:
+            counted = not self.closed
+            if counted:
                 self._store(index, False, exc)
+        if counted and self._bar is not None:
+            self._bar.failed()
 
     def drop(self, index: int, count: int) -> None:
         with self._cond:
@@ -281,6 +291,7 @@ class StreamJob:
                 if got is not None:
                     break
                 if self.closed or (self._length is not None and self._yielded >= self._length):
+                    self._end_bar()
                     raise StopIteration
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -299,8 +310,13 @@ class StreamJob:
         with self._cond:
             got = self._take()
             if got is None and (self.closed or (self._length is not None and self._yielded >= self._length)):
+                self._end_bar()
                 raise StopIteration
             return got
+
+    def _end_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
     def watch(self, watcher: Callable[[], None]) -> bool:
         """Call ``watcher`` (any thread) at the next news; True, and no call, if poll()
@@ -381,6 +397,7 @@ class StreamJob:
             self._by_index.clear()
             self._arrived.clear()
             self._notify_locked()
+        self._end_bar()
         self._hold.release()
         # The input belongs to the thread feeding from it: drop it only if nobody is in
         # next() on it right now; otherwise that thread drops it when next() returns.
