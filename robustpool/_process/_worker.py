@@ -280,6 +280,9 @@ def serve(sock_fd: int, slot_fd: int) -> int:
     a bug), the reason goes into the slot's fault fields for the owner to read, and the
     exit code is EXIT_LOOP_FAILED: the task in the slot is blamed like any other death.
     """
+    # Close-on-exec: a program the task starts (os.system, close_fds=False) must not get
+    # the owner's data socket, to write into it or keep it open after the worker is gone.
+    os.set_inheritable(sock_fd, False)
     sock = socket.socket(fileno=sock_fd)
     sock.setblocking(True)
     mm, view = map_slot_untracked(slot_fd)
