@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from . import _forks
-from ._calls import Mode
+from ._calls import Mode, function_name
 from ._config import PoolConfig
 from ._engine import Capability, Chunk, Engine, Job
 from ._errors import TaskSerializationError
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import FutureJob, RobustFuture
 from ._jobs._stream import StreamJob
-from ._progress import Bar
+from ._progress import ProgressArg, make_bar
 
 
 def refuse_unsupported(config: PoolConfig, capabilities: Capability, engine: str) -> None:
@@ -131,12 +131,20 @@ class PoolCore:
         cleanup: Callable[[Any], object] | None,
         close_timeout: float,
         timeout: float,
-        bar: Bar | None = None,
+        progress: ProgressArg = None,
+        total: int | None = None,
     ) -> tuple[IMapIterator[Any], StreamJob]:
         """A lazy stream of ``func`` over ``iterable`` (imap, executor map), tracked here
-        so join and terminate reach it; returns its iterator and job."""
-        ref = self.engine.function(func)
-        job = StreamJob(self.engine, ref, mode, iterable, chunksize, window, ordered, cleanup, close_timeout, timeout, bar)
+        so join and terminate reach it; returns its iterator and job. ``progress``: the
+        bar asked for (see ``_progress``), of ``total`` items if that is known."""
+        bar = make_bar(progress, total, function_name(func))
+        try:
+            ref = self.engine.function(func)
+            job = StreamJob(self.engine, ref, mode, iterable, chunksize, window, ordered, cleanup, close_timeout, timeout, bar)
+        except BaseException:
+            if bar is not None:
+                bar.close()
+            raise
         it: IMapIterator[Any] = IMapIterator(job)
         self.track(it, job)
         return it, job

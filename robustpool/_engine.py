@@ -20,8 +20,10 @@ Rules both sides keep:
 
 from __future__ import annotations
 
+import atexit
 import enum
 import itertools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,6 +77,35 @@ class Hold(Protocol):
     def release(self) -> None:
         """No more input will come from this job. Idempotent, any thread."""
         ...
+
+
+class ReleaseOnce:
+    """A Hold whose ``release()`` calls ``release`` once, whichever thread comes first."""
+
+    __slots__ = ("_lock", "_release")
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._lock = threading.Lock()
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        with self._lock:
+            release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+_exit_lock = threading.Lock()
+_at_exit: set[Callable[[], None]] = set()
+
+
+def at_exit_once(fn: Callable[[], None]) -> None:
+    """Run ``fn`` at interpreter exit, registered once per process however often asked
+    (an engine asks each time one is built)."""
+    with _exit_lock:
+        if fn not in _at_exit:
+            _at_exit.add(fn)
+            atexit.register(fn)
 
 
 class Capability(enum.Flag):

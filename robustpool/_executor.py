@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, final
 
 from . import _forks
-from ._calls import Mode, function_name
+from ._calls import Mode
 from ._config import EXECUTOR_NAMES, PoolConfig, check_callable, positive_int
 from ._core import PoolCore, State, refuse_unsupported
 from ._engine import Engine
@@ -33,7 +33,7 @@ from ._jobs._iterators import IMapIterator
 from ._jobs._single import RobustFuture
 from ._jobs._stream import StreamJob
 from ._process._engine import ProcessEngine
-from ._progress import ProgressArg, length_of, make_bar
+from ._progress import ProgressArg, length_of
 from ._scope import OnError, Scope, single_scope
 from ._stats import PoolStats
 
@@ -96,22 +96,16 @@ class ExecutorBase(Executor):
             positive_int("buffersize", buffersize)
         if cleanup is not None:
             check_callable(cleanup, "cleanup")
-        lengths = [length_of(iterable) for iterable in iterables]
-        total = None if not lengths or None in lengths else min(n for n in lengths if n is not None)
+        lengths = [n for n in map(length_of, iterables) if n is not None]
+        total = min(lengths) if iterables and len(lengths) == len(iterables) else None  # zip's length
         with self._lock:
             self._check_open()
-            bar = make_bar(progress, total, function_name(fn))
             config = self._config
             window = buffersize or config.buffersize
             items = zip(*iterables, strict=False)  # the shortest input ends it, as in the standard library
-            try:
-                it, job = self._core.stream(
-                    fn, Mode.STAR, items, chunksize, window, True, cleanup, config.close_timeout, config.task_timeout, bar
-                )
-            except BaseException:
-                if bar is not None:
-                    bar.close()
-                raise
+            it, job = self._core.stream(
+                fn, Mode.STAR, items, chunksize, window, True, cleanup, config.close_timeout, config.task_timeout, progress, total
+            )
         return MapIterator(it, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

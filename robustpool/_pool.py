@@ -227,15 +227,19 @@ class PoolBase:
             positive_int("buffersize", buffersize)
         config = self._config
         window = buffersize or config.buffersize
-        bar = make_bar(progress, length_of(iterable), function_name(func))
-        try:
-            it, _ = self._core.stream(
-                func, Mode.MAP, iterable, chunksize, window, ordered, cleanup, config.close_timeout, timeout, bar
-            )
-        except BaseException:
-            if bar is not None:
-                bar.close()
-            raise
+        it, _ = self._core.stream(
+            func,
+            Mode.MAP,
+            iterable,
+            chunksize,
+            window,
+            ordered,
+            cleanup,
+            config.close_timeout,
+            timeout,
+            progress,
+            length_of(iterable),
+        )
         return it
 
     def imap(

@@ -49,16 +49,13 @@ class _State:
             raise ValueError(f"on_error must be 'wait' or 'stop', not {on_error!r}")
         self.stop_running = on_error == "stop"
         self.cond = threading.Condition(threading.Lock())
-        self.outstanding: set[Future[Any]] = set()
+        self.outstanding: set[RobustFuture[Any]] = set()  # what the pools' submit() returned
         self.streams: list[StreamJob] = []  # the iterators opened in the scope, closed at its end
         self.failures: list[BaseException] = []
         self.failed = False  # a task failed (or the body raised): nothing more starts
         self.ended = False  # the scope was left: no more work through its handles
 
-    def add(self, future: Future[Any]) -> None:
-        future.add_done_callback(self._settled)
-
-    def _settled(self, future: Future[Any]) -> None:
+    def settled(self, future: Future[Any]) -> None:
         """A future of the scope ended (on an engine's thread, or at once if it had)."""
         exc = None if future.cancelled() else future.exception()
         first = False
@@ -79,10 +76,7 @@ class _State:
             self.failed = True
             pending = list(self.outstanding)
         for future in pending:
-            if isinstance(future, RobustFuture):
-                future._cancel(running=stop)
-            elif not future.running():
-                future.cancel()
+            future._cancel(running=stop)  # running=False: only those not started
 
     def wait(self) -> None:
         """Until no future of the scope is outstanding (tasks may add more meanwhile)."""
@@ -138,7 +132,7 @@ class Scope:
                 return refused
             future = self._pool.submit(fn, *args, **kwargs)
             state.outstanding.add(future)
-        state.add(future)
+        future.add_done_callback(state.settled)  # outside the lock: it runs at once if done
         return future
 
     def imap(

@@ -10,7 +10,6 @@ and queue. Data flow of one chunk::
 
 from __future__ import annotations
 
-import atexit
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -19,24 +18,13 @@ from typing import Any
 
 from .._calls import function_name
 from .._config import PoolConfig
-from .._engine import Capability, Chunk, FuncRef, Job
+from .._engine import Capability, Chunk, FuncRef, Job, ReleaseOnce, at_exit_once
 from .._stats import PoolStats
 from ._loop import Loop, shutdown_all
 from ._serialize import pickled_by_name
 from ._tasks import make_tasks, pickle_function
 
 _FUNC_MEMO = 256  # functions remembered by their pickle, so equal ones share a handle
-_atexit_lock = threading.Lock()
-_atexit_done = False
-
-
-def _register_atexit() -> None:
-    """Terminate every live pool at interpreter exit (once per process, bounded)."""
-    global _atexit_done
-    with _atexit_lock:
-        if not _atexit_done:
-            atexit.register(shutdown_all)
-            _atexit_done = True
 
 
 def _still_named(fn: FunctionType) -> bool:
@@ -73,7 +61,7 @@ class ProcessEngine:
         # lookup). These are held strongly, but each is reachable from its module anyway
         # (that is what pickling by name means), and there are at most _FUNC_MEMO.
         self._by_fn: dict[Callable[..., Any], FuncRef] = {}
-        _register_atexit()
+        at_exit_once(shutdown_all)  # terminate every live pool at interpreter exit (bounded)
         self._loop = Loop(config)
 
     @property
@@ -150,8 +138,9 @@ class ProcessEngine:
     def batch_size(self, func: FuncRef, ahead: int) -> int:
         return self._loop.batch_size(func.func_id, ahead)
 
-    def hold(self) -> _Hold:
-        return _Hold(self._loop)
+    def hold(self) -> ReleaseOnce:
+        self._loop.hold()
+        return ReleaseOnce(self._loop.release)
 
     def close(self) -> None:
         self._loop.close()
@@ -167,20 +156,3 @@ class ProcessEngine:
 
     def pids(self) -> list[int]:
         return self._loop.pids()
-
-
-class _Hold:
-    """A job that will submit more chunks later; released once, from any thread."""
-
-    __slots__ = ("_lock", "_loop")
-
-    def __init__(self, loop: Loop) -> None:
-        self._lock = threading.Lock()
-        self._loop: Loop | None = loop
-        loop.hold()
-
-    def release(self) -> None:
-        with self._lock:
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.release()

@@ -22,7 +22,6 @@ value nobody can receive any more is passed to the job's cleanup, see ``_engine.
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import logging
 import threading
@@ -35,7 +34,7 @@ from typing import Any
 
 from .._calls import Mode, function_name
 from .._config import PoolConfig
-from .._engine import Capability, Chunk, FuncRef, Job
+from .._engine import Capability, Chunk, FuncRef, Job, ReleaseOnce, at_exit_once
 from .._errors import InitializerError, PoolTerminatedError, WorkerStartError
 from .._process._schedule import Estimates
 from .._stats import PoolStats, WorkerStats
@@ -45,8 +44,6 @@ log = logging.getLogger("robustpool")
 _INIT_FAILURES = 3  # initializer failures in a row (in fresh threads) that break the engine
 _FLUSH_S = 0.001  # a streaming chunk reports what it has at least this often
 _live: weakref.WeakSet[ThreadEngine] = weakref.WeakSet()
-_atexit_lock = threading.Lock()
-_atexit_done = False
 _names = itertools.count(1)
 
 
@@ -55,14 +52,6 @@ def _terminate_all() -> None:
     threads are daemons; a running call cannot be waited for without a bound)."""
     for engine in list(_live):
         engine.terminate()
-
-
-def _register_atexit() -> None:
-    global _atexit_done
-    with _atexit_lock:
-        if not _atexit_done:
-            atexit.register(_terminate_all)
-            _atexit_done = True
 
 
 class _Running:
@@ -78,22 +67,6 @@ class _Running:
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
         self.reported = 0
-
-
-class _Hold:
-    """A job that will submit more chunks later; released once, from any thread."""
-
-    __slots__ = ("_engine", "_lock")
-
-    def __init__(self, engine: ThreadEngine) -> None:
-        self._lock = threading.Lock()
-        self._engine: ThreadEngine | None = engine
-
-    def release(self) -> None:
-        with self._lock:
-            engine, self._engine = self._engine, None
-        if engine is not None:
-            engine._release()
 
 
 class ThreadEngine:
@@ -123,7 +96,7 @@ class ThreadEngine:
         self._done = 0
         self._failed = 0
         self._finished = threading.Event()
-        _register_atexit()
+        at_exit_once(_terminate_all)
         _live.add(self)
 
     # -- what facades read --
@@ -226,10 +199,12 @@ class ThreadEngine:
 
     def _take_queued(self, which: Callable[[Chunk], bool]) -> None:
         with self._cond:
-            queued = self._drain_locked()
-            taken = [c for c in queued if which(c)]
+            taken: list[Chunk] = []
+            kept: list[Chunk] = []
+            for chunk in self._drain_locked():
+                (taken if which(chunk) else kept).append(chunk)
             # Back at the front, in order (chunks appended meanwhile stay behind them).
-            self._queue.extendleft(reversed([c for c in queued if not which(c)]))
+            self._queue.extendleft(reversed(kept))
             if taken:
                 self._maybe_finish_locked()
         for chunk in taken:
@@ -239,10 +214,10 @@ class ThreadEngine:
 
     # -- lifecycle --
 
-    def hold(self) -> _Hold:
+    def hold(self) -> ReleaseOnce:
         with self._cond:
             self._holds += 1
-        return _Hold(self)
+        return ReleaseOnce(self._release)
 
     def _release(self) -> None:
         with self._cond:
@@ -261,9 +236,7 @@ class ThreadEngine:
             self._terminated = self._closing = True
             self._finished.set()  # before draining: see submit()
             queued = self._drain_locked()
-            owed: list[tuple[Chunk, int]] = []
-            for run in self._running:
-                owed.append((run.chunk, run.reported))
+            owed = [(run.chunk, run.reported) for run in self._running]
             self._cond.notify_all()
             _live.discard(self)
         err = PoolTerminatedError()
