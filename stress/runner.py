@@ -945,7 +945,13 @@ class Runner:
                 out, err = proc.communicate(timeout=CHILD_WAIT)
             except subprocess.TimeoutExpired:
                 self._hang(what)
-                faulthandler.dump_traceback(all_threads=True)
+                # The child's own threads say where it is stuck (it dumps them on SIGUSR1).
+                os.kill(proc.pid, signal.SIGUSR1)
+                time.sleep(1.0)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                _out, err = proc.communicate(timeout=CHILD_WAIT)
+                print(f"--- {what}: its stderr ---\n{err.decode(errors='replace')[-20000:]}", file=sys.stderr)
                 return
             summary = _last_json(out.decode(errors="replace"))
             if proc.returncode != 130 or summary is None:
@@ -1444,6 +1450,7 @@ def owner_child(directory: str, seed: int, workers: int, start_method: str) -> i
     result files of the items: handed ones are removed by the consumer, cleaned ones by the
     cleanup; what is left was computed by a worker killed before it could send it.
     """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the runner asks for this at a hang
     rng = random.Random(seed)
     results = Path(directory) / "results"
     markers = Path(directory) / "markers"

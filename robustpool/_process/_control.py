@@ -43,11 +43,19 @@ class SpawnWorker:
 
 @dataclass(frozen=True, slots=True)
 class KillWorker:
-    """Kill one worker's whole process group with ``sig``; ``reason`` is echoed back."""
+    """Kill one worker's whole process group with ``sig``; ``reason`` is echoed back.
+
+    With ``task_id``, only while the worker's progress slot says it is still loading,
+    running or pickling that task: the owner asks for such a kill to stop one task, and by
+    the time the message arrives the worker may have finished it and started the next
+    one, which must not die for it (nor must the results of the finished task, on their
+    way to the owner).
+    """
 
     key: int
     sig: int
     reason: str | None = None
+    task_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

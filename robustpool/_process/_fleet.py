@@ -341,21 +341,28 @@ class Fleet(WorkerIO):
                 continue
             for t in mine:
                 t.cancelled = True
-            if w.inflight[0].job is job and w.state is not WorkerState.QUITTING:
+            first = w.inflight[0]
+            if first.job is job and w.state is not WorkerState.QUITTING:
                 w.state = WorkerState.DRAINING  # no new work; its exit is counted as cancelled
                 self._recount = True
-                if w.inflight[0].stream and owes_items(w.slot_view, w.inflight):
-                    self._kill_when_paid[w] = time.monotonic() + TERM_FLUSH_WAIT
+                # The kill names the task: the worker may have finished it already (its
+                # result not read yet) and be running the next one, someone else's.
+                if first.stream and owes_items(w.slot_view, w.inflight):
+                    self._kill_when_paid[w] = (time.monotonic() + TERM_FLUSH_WAIT, first.task_id)
                 else:
-                    self._kill(w, signal.SIGKILL, CANCELLED)
+                    self._kill(w, signal.SIGKILL, CANCELLED, first.task_id)
         self._reconcile()
 
     def _kill_paid(self) -> None:
         """Kill the workers of stopped jobs that owe no finished items now (see _stop_job)."""
         now = time.monotonic()
-        for w, until in list(self._kill_when_paid.items()):
+        for w, (until, task_id) in list(self._kill_when_paid.items()):
             if w.eof or self._workers.get(w.key) is not w:
                 del self._kill_when_paid[w]  # gone by itself meanwhile
+            elif not any(t.task_id == task_id for t in w.inflight):
+                # Every item arrived: the task ended by itself, and the worker (draining)
+                # runs what it holds of other jobs, then quits.
+                del self._kill_when_paid[w]
             elif now >= until or not owes_items(w.slot_view, w.inflight):
                 del self._kill_when_paid[w]
-                self._kill(w, signal.SIGKILL, CANCELLED)
+                self._kill(w, signal.SIGKILL, CANCELLED, task_id)

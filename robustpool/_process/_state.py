@@ -96,7 +96,7 @@ class LoopState:
         self._terminate_until = 0.0  # terminate waits until then for results workers owe
         # Workers running a stopped job's stream task, to kill once the items they finished
         # have arrived (or at the time given), so those are delivered and cleaned, not lost.
-        self._kill_when_paid: dict[WorkerHandle, float] = {}
+        self._kill_when_paid: dict[WorkerHandle, tuple[float, int]] = {}
         self._owner_pid = os.getpid()
         self._supervisor: _launch.SupervisorProcess  # set by Loop, which starts it
         self._thread: threading.Thread  # the dispatcher thread, set by Loop
@@ -125,9 +125,10 @@ class LoopState:
             with contextlib.suppress(BlockingIOError, OSError):
                 self._wake_w.send(b"\0")
 
-    def _kill(self, w: WorkerHandle, sig: int, reason: str | None) -> None:
+    def _kill(self, w: WorkerHandle, sig: int, reason: str | None, task_id: int = 0) -> None:
+        """Have the supervisor kill ``w``; with ``task_id``, only if it still runs that task."""
         with contextlib.suppress(OSError):
-            self._supervisor.channel.send(KillWorker(w.key, sig, reason))
+            self._supervisor.channel.send(KillWorker(w.key, sig, reason, task_id))
 
     def _kill_known_workers(self) -> None:
         for w in self._workers.values():

@@ -55,6 +55,8 @@ from ._control import (
 from ._wire import SLOT_DEADLINE, SLOT_PHASE, SLOT_TASK, Phase, map_slot
 
 _REAP_GRACE = 5.0  # bound on waiting for SIGKILLed workers to be reaped on the way out
+# The phases in which a kill aimed at one task (KillWorker.task_id) still stops that task.
+_STOPPABLE = (Phase.LOADING, Phase.RUNNING, Phase.DUMPING)
 _SAMPLE_EVERY = 0.5  # RSS sampling period without a memory limit
 _SAMPLE_LIMITED = 0.1  # ... and with one
 _HARD_FACTOR = 2  # a worker this many times over memory_limit is killed at once
@@ -90,6 +92,14 @@ class _Child:
     task_id: int | None = None
     rss: int | None = None  # last RSS of the worker's process tree, bytes
     high: bool = False  # MemoryHigh already sent
+
+
+def still_on(view: memoryview, task_id: int) -> bool:
+    """Whether a kill aimed at ``task_id`` (``KillWorker.task_id``; 0: at the worker,
+    whatever it does) still stops that task: the worker's slot names it, loading, running
+    or pickling. Once its result is being sent, killing would lose what the owner is about
+    to receive (and clean); once the worker is on the next task, it would kill that one."""
+    return not task_id or (view[SLOT_TASK] == task_id and view[SLOT_PHASE] in _STOPPABLE)
 
 
 class _Supervisor:
@@ -173,7 +183,7 @@ class _Supervisor:
         if isinstance(msg, SpawnWorker):
             self.spawn(msg.key, fds)
         elif isinstance(msg, KillWorker):
-            self.kill(msg.key, msg.sig, msg.reason)
+            self.kill(msg.key, msg.sig, msg.reason, msg.task_id)
         elif isinstance(msg, Shutdown):
             self.begin_stop(msg.grace, polite=msg.polite)
         elif isinstance(msg, Prepare):
@@ -262,9 +272,11 @@ class _Supervisor:
         finally:
             os._exit(code)
 
-    def kill(self, key: int, sig: int, reason: str | None) -> None:
+    def kill(self, key: int, sig: int, reason: str | None, task_id: int = 0) -> None:
         for child in self.children.values():
             if child.key == key:
+                if not still_on(child.view, task_id):
+                    continue  # past that task: the owner reads its results and retires it
                 if reason and child.reason is None:
                     child.reason = reason
                 osc.kill_group(child.pid, sig)

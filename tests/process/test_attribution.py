@@ -8,6 +8,7 @@ them; tasks are built by ``make_tasks`` from a Chunk of a stub job.
 
 from __future__ import annotations
 
+import array
 import errno
 import logging
 import os
@@ -24,6 +25,7 @@ from robustpool._engine import Chunk, FuncRef
 from robustpool._errors import TaskTimeoutError, WorkerLostError
 from robustpool._process._attribution import Outcome, SlotReading, owes_items, read_slot, settle
 from robustpool._process._control import TIMEOUT, WorkerExited
+from robustpool._process._supervisor import still_on
 from robustpool._process._tasks import Task, make_tasks
 from robustpool._process._wire import (
     SLOT_DEADLINE,
@@ -441,3 +443,36 @@ def test_make_tasks_fails_unpicklable_items_on_the_job_and_keeps_the_rest() -> N
     assert [(t.start, list(t.items)) for t in tasks] == [(5, [1, 2]), (8, [4])]
     assert [index for index, _ in job.failed] == [7]
     assert "work(" in str(job.failed[0][1])
+
+
+# -- still_on: a kill aimed at one task (a cancelled job's) --
+
+AIMED = 7
+
+
+@pytest.mark.parametrize(
+    ("task_id", "phase", "kill"),
+    [
+        (AIMED, Phase.LOADING, True),
+        (AIMED, Phase.RUNNING, True),
+        (AIMED, Phase.DUMPING, True),
+        # Its result is being sent: the owner receives it (and cleans it) if we wait.
+        (AIMED, Phase.REPLYING, False),
+        # The owner had not read the result yet when it asked; the worker is idle now...
+        (AIMED, Phase.IDLE, False),
+        # ... or already runs the next task, someone else's, which must not die for it.
+        (AIMED + 1, Phase.LOADING, False),
+        (AIMED + 1, Phase.RUNNING, False),
+        (AIMED + 1, Phase.DUMPING, False),
+        (0, Phase.INIT, False),
+    ],
+)
+def test_a_kill_aimed_at_a_task_lands_only_while_the_worker_is_on_it(task_id: int, phase: Phase, kill: bool) -> None:
+    assert still_on(memoryview_of(slot(task_id, phase)), AIMED) is kill
+    # An unaimed kill (task 0: the pool is broken, a protocol error) lands whatever the slot says.
+    assert still_on(memoryview_of(slot(task_id, phase)), 0) is True
+
+
+def memoryview_of(view: list[int]) -> memoryview:
+    """The slot as the supervisor maps it: a memoryview of int64s."""
+    return memoryview(array.array("q", view))
