@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from .._progress import Bar
 
 T = TypeVar("T")
+log = logging.getLogger("robustpool")
 
 
 class GatherJob(Outcome):
@@ -42,22 +44,30 @@ class GatherJob(Outcome):
         self._stopped = False  # stop() ran: values that still arrive are cleaned at once
         self._remaining = length
         self._failed: set[int] = set()
+        # 1 for each item whose outcome arrived: a second outcome for an item (an engine's
+        # bug) is cleaned and logged, never written into the list the caller already has.
+        self._settled = bytearray(length)
         self._error: BaseException | None = None
         self._cleanup = cleanup
         if length == 0:
             self._finish()
 
     def deliver(self, index: int, values: Sequence[Any]) -> None:
+        n = len(values)
         with self._lock:
             # Late: stopped, or items already failed (an engine that cannot stop running
             # work failed them at terminate() and reports their values when they come).
-            late = self._stopped or index in self._failed
+            late = self._stopped or self._settled.find(1, index, index + n) != -1
             if not late:
-                self._values[index : index + len(values)] = values
-                self._delivered.append((index, len(values)))
-                self._remaining -= len(values)
+                self._values[index : index + n] = values
+                self._settled[index : index + n] = b"\1" * n
+                self._delivered.append((index, n))
+                self._remaining -= n
                 done = self._remaining == 0
+            twice = late and not self._stopped and not self._failed.intersection(range(index, index + n))
         if late:
+            if twice:
+                log.error("robustpool: items %s..%s of a map_async arrived twice; cleaning the second", index, index + n - 1)
             if self._cleanup is not None:
                 run_cleanups(self._cleanup, values)
             return
@@ -68,8 +78,9 @@ class GatherJob(Outcome):
 
     def fail(self, index: int, exc: BaseException) -> None:
         with self._lock:
-            if index in self._failed or self._stopped:
+            if self._stopped or self._settled[index]:
                 return
+            self._settled[index] = 1
             self._failed.add(index)
             if self._error is None:
                 self._error = exc

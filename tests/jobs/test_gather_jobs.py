@@ -126,3 +126,23 @@ def test_a_map_through_the_fake_engine_from_its_thread() -> None:
     in_thread(engine_side).result(timeout=2.0)
     assert waiting.result(timeout=2.0) == [x * x for x in range(10)]
     assert done == [[x * x for x in range(10)]]
+
+
+def test_a_second_outcome_for_an_item_is_cleaned_and_logged_never_written_into_the_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An item delivered twice (an engine's bug: a re-run whose first result also came)
+    must not overwrite the list the caller already holds, nor count twice towards the end."""
+    cleaned: list[object] = []
+    job, result, done, _ = _gather(3, cleaned)
+    job.deliver(0, ["a"])
+    job.deliver(0, ["a again"])  # before the end: it must not count as item 1 or 2
+    job.fail(0, ValueError("after its value"))  # an error for a delivered item counts nothing
+    assert not result.ready()
+    job.deliver(1, ["b", "c"])
+    assert result.get(timeout=0) == ["a", "b", "c"]
+    with caplog.at_level(logging.ERROR, logger="robustpool"):
+        job.deliver(1, ["b again", "c again"])  # after the end: the caller's list stays as it was
+    assert result.get(timeout=0) == ["a", "b", "c"] and done == [["a", "b", "c"]]
+    assert cleaned == ["a again", "b again", "c again"]
+    assert "arrived twice" in caplog.text
