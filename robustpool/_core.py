@@ -104,7 +104,10 @@ class PoolCore:
             job.flush()
             return
         if len(items) <= chunksize:  # one chunk (every apply_async and submit)
-            engine.submit((Chunk(job, ref, mode, 0, items, timeout, indexed, stream),))
+            # A caller's list is copied, as the slices below are: a task keeps its items to
+            # run them again after a death, and the caller may reuse the list meanwhile.
+            whole = items[:] if type(items) is list else items
+            engine.submit((Chunk(job, ref, mode, 0, whole, timeout, indexed, stream),))
             return
         # Chunks go to the engine in batches of doubling size (1, 2, 4, ...): workers start
         # on the first chunk while the rest are still being pickled, for a handful of

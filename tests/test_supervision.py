@@ -114,6 +114,25 @@ def test_retry_heals_a_task_that_killed_its_worker_once(tmp_path: Path) -> None:
         assert pool.stats().tasks_retried == 1
 
 
+def _echo_dying_once_at(x: int, marker: str) -> int:
+    if x == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(0.2)  # the caller has mutated its list by now
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def test_a_retry_runs_the_items_as_they_were_at_the_call(tmp_path: Path) -> None:
+    """A task keeps its items to run them again after a death: a one-chunk map_async must
+    keep a copy, not the caller's list, which the caller may reuse at once."""
+    items = [(0, str(tmp_path / "m")), (1, str(tmp_path / "m")), (2, str(tmp_path / "m"))]
+    with RobustPool(1, retries=1) as pool:
+        result = pool.starmap_async(_echo_dying_once_at, items, chunksize=3)
+        items[:] = [(10, ""), (11, ""), (12, "")]
+        assert result.get(timeout=30) == [0, 1, 2]
+        assert pool.stats().tasks_retried == 1
+
+
 @pytest.mark.parametrize("retries", [0, 2])
 def test_poison_task_fails_after_retries_plus_one_attempts(retries: int) -> None:
     with RobustPool(2, retries=retries) as pool:
