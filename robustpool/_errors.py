@@ -95,18 +95,42 @@ def _likely_cause(exitcode: int | None, reason: str | None, last_rss: int | None
 
 
 class RobustPoolError(Exception):
-    """Base class of every error robustpool raises on its own behalf."""
+    """Base class of every error robustpool raises on its own behalf.
+
+    ``except RobustPoolError`` catches what the pool reports (a lost worker, a timeout, a value
+    that could not be pickled, a broken or terminated pool), never the task's own exceptions,
+    which are re-raised as themselves. Misuse (a bad argument, a closed pool) raises the usual
+    ``TypeError``, ``ValueError`` or ``RuntimeError`` instead, as the standard library does.
+    """
 
 
 class WorkerLostError(RobustPoolError):
-    """A worker process died while running a task; raised for that task only.
+    """A worker process died while it had a task; raised for that task only.
 
-    Attributes: ``pid``, ``exitcode`` (negative for a signal, None when unknown), ``signal``
-    (a :class:`signal.Signals` or None), ``task_index`` (the task's position in its call),
-    ``task`` (a short description such as ``kill_self(5)``), ``phase`` (what the worker was
-    doing with the task), ``attempts`` (one ``(pid, exitcode)`` pair per worker the task
-    killed, oldest first), ``last_rss`` (bytes, when the supervisor measured it) and
-    ``reason`` (set when robustpool itself killed the worker).
+    The world broke the worker (a signal, the OOM killer, ``os._exit``, a crash in native code,
+    the supervisor dying), or robustpool killed it (twice the ``memory_limit``, garbage written
+    into its socket). Tasks queued behind it run elsewhere and the worker is replaced:
+    ``multiprocessing.Pool`` would wait forever, ``ProcessPoolExecutor`` would break. With
+    ``retries=n`` the task is run again on a fresh worker first, and this is raised after its
+    ``n + 1``-th death. The message says which worker died of what, while doing what, and the
+    likely cause.
+
+    :ivar pid: the pid of the worker that died (the last one, when the task killed several).
+    :ivar exitcode: how it ended: negative for a signal (``-9`` for SIGKILL), an exit code
+        otherwise; None when unknown (its supervisor was gone).
+    :ivar signal: the ``signal.Signals`` that killed it, or None if it was no signal.
+    :ivar task_index: the task's position in its call (``map``, ``imap``: the item's index);
+        None for ``apply`` and ``submit``.
+    :ivar task: a short description of the call, such as ``kill_self(5)``, or None.
+    :ivar phase: what the worker was doing with the task, in words: ``"running"``,
+        ``"unpickling"``, ``"pickling the result of"``, ``"sending the result of"``,
+        ``"running the initializer before"``.
+    :ivar attempts: one ``(pid, exitcode)`` pair per worker the task killed, oldest first
+        (more than one with ``retries``).
+    :ivar last_rss: the RSS of the worker's process tree in bytes, as last measured, or None.
+    :ivar reason: when robustpool knows why the worker ended, that cause in words (robustpool
+        killed it, or its own loop gave up: the task closed the descriptors it inherited);
+        None otherwise, and the message guesses from the signal.
     """
 
     def __init__(
@@ -145,7 +169,17 @@ class WorkerLostError(RobustPoolError):
 
 
 class TaskTimeoutError(RobustPoolError):
-    """A task ran longer than its ``task_timeout``; its worker was killed and replaced."""
+    """A task ran longer than its ``task_timeout``; its worker was killed and replaced.
+
+    The worker's subprocesses are killed with it; a timed-out task is not retried (whatever
+    ``retries`` says). Only process pools enforce a timeout.
+
+    :ivar timeout: the limit that was passed, in seconds.
+    :ivar elapsed: how long the task had run when its worker was killed, in seconds.
+    :ivar task_index: the task's position in its call, or None for ``apply`` and ``submit``.
+    :ivar task: a short description of the call, such as ``slow(3)``, or None.
+    :ivar pid: the pid of the worker that was killed, or None.
+    """
 
     def __init__(
         self,
@@ -174,7 +208,7 @@ class TaskTimeoutError(RobustPoolError):
 class TaskSerializationError(RobustPoolError):
     """A task or its result could not be pickled or unpickled.
 
-    ``phase`` is a :class:`SerializationPhase` (a string: ``"pickling the task in the
+    ``phase`` is a ``SerializationPhase`` (a string: ``"pickling the task in the
     owner"``, ``"unpickling the task in the worker"``, ``"pickling the result in the
     worker"`` or ``"unpickling the result in the owner"``). The original error is the
     ``__cause__`` when it could be carried over, and its text is always in ``detail``.
@@ -183,6 +217,17 @@ class TaskSerializationError(RobustPoolError):
     ``Exception`` (``TypeError`` for a lock, ``pickle.PicklingError``, whatever a
     ``__reduce__`` raised): code written for ``multiprocessing.Pool``, which raises the
     original error itself, still catches it. ``original`` names that type (or None).
+
+    Only that task fails; the pool goes on. A function that cannot be pickled fails every item
+    of its call (``imap`` and an executor's ``map`` raise it at the call).
+
+    :ivar phase: where it failed: a ``SerializationPhase``, which is a ``str``.
+    :ivar detail: the original error's type and text, such as ``"TypeError: cannot pickle
+        '_thread.lock' object"``.
+    :ivar task_index: the task's position in its call, or None for ``apply`` and ``submit``.
+    :ivar task: a short description of the call, or None.
+    :cvar original: the original error's type when the error is also an instance of it,
+        else None.
     """
 
     original: type[Exception] | None = None
@@ -193,7 +238,12 @@ class TaskSerializationError(RobustPoolError):
         self.describe(task_index, task)
 
     def describe(self, task_index: int | None, task: str | None) -> None:
-        """Name the task (an error made in a worker learns its position in the owner)."""
+        """Set ``task_index`` and ``task`` and rebuild the message; used by robustpool, as an
+        error made in a worker learns its task's position in the owner.
+
+        :param task_index: the task's position in its call, or None.
+        :param task: a short description of the call, or None.
+        """
         self.task_index = task_index
         self.task = task
         # Not super().__init__: in a class mixed with the original type, that would call
@@ -211,7 +261,16 @@ class TaskSerializationError(RobustPoolError):
         cls, phase: str, exc: BaseException, task_index: int | None = None, task: str | None = None, detail: str | None = None
     ) -> TaskSerializationError:
         """The error for ``exc``, raised while (un)pickling in ``phase``: of its type too,
-        with ``exc`` as the cause and its type and text as the detail."""
+        with ``exc`` as the cause and its type and text as the detail. Used by robustpool.
+
+        :param phase: where it failed (a ``SerializationPhase``).
+        :param exc: the error pickle raised.
+        :param task_index: the task's position in its call, or None.
+        :param task: a short description of the call, or None.
+        :param detail: the text to show instead of ``exc``'s type and text; default None.
+        :returns: a TaskSerializationError that is also an instance of ``type(exc)`` when that
+            is an ``Exception`` type it can be mixed with, else a plain one.
+        """
         if detail is None:
             detail = f"{type(exc).__name__}: {safe_str(exc)}"
         err = _serialization_error(phase, detail, task_index, task, type(exc))
@@ -267,8 +326,14 @@ def safe_str(exc: BaseException) -> str:
 class RemoteTaskError(RobustPoolError):
     """A task raised an exception that could not be rebuilt in the owner.
 
-    ``type_name`` is the remote exception's qualified type name, ``message`` its ``str()``
-    and ``remote_traceback`` the traceback formatted in the worker.
+    A task's exception normally comes back as itself, with the worker's frames; this one could
+    not be pickled, or not unpickled in the owner (its class is not importable there, its
+    ``__reduce__`` fails), so its type, message and traceback come back as text. Only that task
+    fails.
+
+    :ivar type_name: the remote exception's qualified type name, such as ``"mymod.MyError"``.
+    :ivar message: the remote exception's ``str()``, as computed in the worker.
+    :ivar remote_traceback: the traceback, as formatted in the worker.
     """
 
     def __init__(self, type_name: str, message: str, remote_traceback: str) -> None:
@@ -290,7 +355,11 @@ class InitializerError(RobustPoolError, BrokenExecutor):
     The pool stops starting workers and fails every pending and new task with this error;
     ``remote_traceback`` holds the initializer's traceback from the last worker. It is also
     a ``concurrent.futures.BrokenExecutor`` (as ``BrokenProcessPool`` is), so code written
-    for the standard library's executors catches it.
+    for the standard library's executors catches it. ``multiprocessing.Pool`` respawns the
+    workers forever instead. The pool cannot recover: fix the initializer and build a new one.
+
+    :ivar failures: how many workers in a row failed their initializer (3).
+    :ivar remote_traceback: the initializer's traceback from the last worker, as text.
     """
 
     def __init__(self, failures: int, remote_traceback: str) -> None:
@@ -311,7 +380,13 @@ class WorkerStartError(RobustPoolError):
 
     The pool retries a failed start with backoff for as long as other workers are alive;
     only when it has none and the budget is spent does it break, failing every pending and
-    new task with this error. ``last_error`` is the system's last answer.
+    new task with this error. ``last_error`` is the system's last answer. The pool cannot
+    recover: free the resource (``ulimit -u``, a container's pids limit, memory) and build a new
+    one. Not a ``BrokenExecutor``.
+
+    :ivar failures: how many starts in a row failed.
+    :ivar last_error: the system's last answer, as text (such as ``"[Errno 11] Resource
+        temporarily unavailable"``).
     """
 
     def __init__(self, failures: int, last_error: str) -> None:
@@ -329,7 +404,11 @@ class WorkerStartError(RobustPoolError):
 
 class PoolTerminatedError(RobustPoolError):
     """The pool was terminated (``terminate()``, an exception leaving its ``with`` block,
-    or garbage collection) before this task produced a result."""
+    or garbage collection) before this task produced a result.
+
+    ``multiprocessing.Pool`` leaves such results waiting forever; robustpool fails them with
+    this, at once. Only the message is carried: ``str(err)``.
+    """
 
     def __init__(self, message: str = "the pool was terminated before this task finished") -> None:
         super().__init__(message)

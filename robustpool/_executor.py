@@ -51,10 +51,28 @@ class ExecutorBase(Executor):
     _lock: threading.Lock  # orders submit() against shutdown()
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RobustFuture[R]:
-        """Start ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
+        """Start ``fn(*args, **kwargs)`` in a worker; returns a ``concurrent.futures.Future``.
 
-        Its ``cancel()`` stops the call even while it runs (the worker is killed and
-        replaced); it can be awaited. RuntimeError after ``shutdown()``."""
+        The call has the executor's ``task_timeout``. A worker's death fails this future alone
+        (``ProcessPoolExecutor`` breaks the whole executor). Unlike the standard library's, the
+        future's ``cancel()`` stops the call even while it runs on a process executor (the worker
+        is killed and replaced), and the future can be awaited.
+
+        :param fn: the callable to run (positional only); on a process executor lambdas and
+            closures work (cloudpickle).
+        :param args: positional arguments for ``fn``.
+        :param kwargs: keyword arguments for ``fn``.
+        :returns: a ``RobustFuture``. Its ``result()`` returns what ``fn`` returned, or raises
+            the task's own exception (rebuilt with the worker's frames), or
+            ``WorkerLostError``, ``TaskTimeoutError``, ``TaskSerializationError``,
+            ``RemoteTaskError``, ``InitializerError`` or ``WorkerStartError``.
+        :raises RuntimeError: after ``shutdown()`` (``"cannot schedule new futures after
+            shutdown"``, as in the standard library), or in a process forked from the owner.
+        :raises InitializerError: the executor is broken by its initializer (a
+            ``concurrent.futures.BrokenExecutor``, as ``BrokenProcessPool`` is); likewise
+            ``WorkerStartError`` when no worker could be started.
+        :raises TypeError: ``fn`` is not callable.
+        """
         check_callable(fn, "fn")
         with self._lock:
             self._check_open()
@@ -78,16 +96,38 @@ class ExecutorBase(Executor):
         cleanup: Callable[[R], object] | None = None,
         progress: ProgressArg = None,
     ) -> MapIterator[R]:
-        """Lazily apply ``fn`` to the items of ``iterables`` in parallel (as ``zip``);
-        results in order.
+        """Lazily apply ``fn`` to the items of ``iterables`` in parallel; iterate the results in order.
 
-        ``timeout`` counts from this call, as in the standard library: a result not ready
-        by then raises ``TimeoutError``. The input is read a window of ``buffersize`` chunks
-        ahead of the consumer. An error is raised at its item's position and ends the
-        iteration. Leaving the iteration early (or its error) cancels what has not started
-        and passes every computed result nobody received to ``cleanup``, exactly once.
-        ``progress``: a tqdm bar of the items as they complete (True, a dict of tqdm options,
-        ``total`` among them for inputs without a length, or a bar of your own).
+        ``fn`` is called as ``fn(*args)`` with one item of each iterable, as ``zip`` pairs them
+        (the shortest ends it). Unlike ``Executor.map`` before Python 3.14, which submits every
+        item at the call, the input is read lazily, a window of ``buffersize`` chunks ahead of the
+        consumer (as 3.14's ``buffersize=``). An item's error is raised at its position and ends
+        the iteration, as in the standard library. Leaving the iteration early (``break``,
+        ``close()``, dropping the iterator) or its error cancels what has not started and passes
+        every computed result nobody received to ``cleanup``, exactly once. Each task has the
+        executor's ``task_timeout``.
+
+        :param fn: called as ``fn(*args)``.
+        :param iterables: one or more iterables, read lazily.
+        :param timeout: seconds from this call, as in the standard library: a result not ready by
+            then raises ``TimeoutError`` and ends the iteration; default None: no limit.
+        :param chunksize: items sent to a worker together; default 1. Must be 1 or more.
+        :param buffersize: chunks to keep ahead of the consumer; default None: the executor's
+            ``buffersize``.
+        :param cleanup: called as ``cleanup(result)`` in the owner, exactly once, for every
+            computed result the consumer never received; default None. Not in the standard library.
+        :param progress: a tqdm bar (``tqdm.auto``) of the items as they complete, failures in its
+            postfix: True, a dict of tqdm options (``total`` among them, for inputs without a
+            length), or a bar of your own (updated, not closed); default None: no bar. Needs tqdm.
+        :returns: a ``MapIterator`` of the results, in input order.
+        :raises RuntimeError: after ``shutdown()``, or in a process forked from the owner.
+        :raises InitializerError: the executor is broken (see ``submit``); likewise
+            ``WorkerStartError``.
+        :raises TaskSerializationError: ``fn`` cannot be pickled.
+        :raises ValueError: ``chunksize`` or ``buffersize`` is below 1.
+        :raises TypeError: ``fn`` or ``cleanup`` is not callable, a parameter has the wrong type, or
+            ``progress`` is not True, a dict or a bar.
+        :raises ImportError: ``progress`` asks for a bar and tqdm is not installed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         check_callable(fn, "fn")
@@ -109,11 +149,20 @@ class ExecutorBase(Executor):
         return MapIterator(it, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Accept no new work; with ``wait``, return once every worker has exited.
+        """Accept no new work; with ``wait``, return once the work is done and every worker has exited.
 
-        ``cancel_futures`` cancels the futures that have not started (their waiters wake at
-        once) and closes the live ``map`` iterators (cleaning what they hold); running
-        futures finish. Calling it again is harmless."""
+        Waiting first reads what the live ``map`` iterators still owe of their input (the
+        standard library submits a map's every item at the call): close an iterator you leave
+        early over an endless input. Calling it again is harmless. Leaving ``with`` calls
+        ``shutdown(wait=True)``, even on an exception, as in the standard library.
+
+        :param wait: wait for the outstanding work and the workers' exit; default True. With
+            False the work still runs to its end in the background.
+        :param cancel_futures: cancel the futures that have not started (their waiters wake at
+            once) and close the live ``map`` iterators (cleaning what they hold); running futures
+            finish. Default False.
+        :raises RuntimeError: called in a process forked from the owner.
+        """
         with self._lock:
             self._core.close()
         if cancel_futures:
@@ -157,38 +206,88 @@ class ExecutorBase(Executor):
     # -- scopes --
 
     def scope(self, *, on_error: OnError = "wait") -> AbstractContextManager[Scope]:
-        """A scope over this pool (see ``robustpool.multi_scope``): ``with pool.scope() as s:``
-        waits, on leaving, for every task started through ``s``, and raises their failures
-        in one ExceptionGroup."""
+        """A scope over this executor: ``multi_scope(executor)``, yielding its one ``Scope``.
+
+        ``with executor.scope() as s:`` waits, on leaving, for every task started through ``s``
+        (and closes the iterators opened through it), then raises their failures in one
+        ``ExceptionGroup``.
+
+        :param on_error: what a failure (or an exception in the body) does to the scope's other
+            tasks: ``"wait"`` (the default) cancels those not started and waits for the running
+            ones; ``"stop"`` also stops the running ones (a process executor kills their workers;
+            a thread cannot be stopped, and is waited for).
+        :returns: a context manager yielding the scope's ``Scope`` handle on this executor.
+        :raises ValueError: on entering, ``on_error`` is neither ``"wait"`` nor ``"stop"``.
+        :raises ExceptionGroup: on leaving, the failures of the scope's tasks (see ``multi_scope``).
+        """
         return single_scope(self, on_error)
 
     # -- introspection --
 
     def stats(self) -> PoolStats:
-        """A frozen snapshot, as ``RobustPool.stats()``."""
+        """A frozen snapshot of the executor, as ``RobustPool.stats()``: workers alive, items
+        done, failed, retried and timed out, workers replaced and why, each worker's tasks and RSS.
+
+        :returns: a ``PoolStats``.
+        :raises RuntimeError: called in a process forked from the owner.
+        """
         self._core.check_owner()
         return self._engine.stats()
 
     @property
     def max_workers(self) -> int:
+        """How many workers the executor runs: ``max_workers`` as given, or its default when it was None."""
         return self._config.processes
 
     def worker_pids(self) -> list[int]:
-        """Pids of the workers alive right now (for tests and diagnostics)."""
+        """Pids of the worker processes alive right now, for tests and diagnostics.
+
+        A worker still starting is not listed, and one may exit (be replaced) right after.
+
+        :returns: the pids; always empty on a thread executor.
+        """
         return self._engine.pids()
 
 
 @final
 class RobustExecutor(ExecutorBase):
-    """A process pool executor that survives dying workers.
+    """A ``concurrent.futures`` process pool executor that survives dying workers.
 
-    ``max_workers`` defaults to ``os.cpu_count()``; ``mp_context`` picks how the supervisor
-    starts (as ``RobustPool``'s ``context``); ``initializer(*initargs)`` runs once in every
-    worker, and if it fails in three fresh workers in a row the executor is broken and
-    fails futures with InitializerError (also a ``concurrent.futures.BrokenExecutor``);
-    ``max_tasks_per_child`` recycles a worker after that many tasks. Keyword-only, as on
-    ``RobustPool``: ``task_timeout``, ``retries``, ``memory_limit``, ``start_method``,
-    ``buffersize`` (chunks ``map`` keeps ahead of its consumer) and ``close_timeout``.
+    ``ProcessPoolExecutor``'s API over the same supervised workers as ``RobustPool``. Where it
+    differs on purpose: a worker's death fails only the future of the task it ran, with
+    ``WorkerLostError``, and the executor goes on (``ProcessPoolExecutor`` is broken for
+    good, every pending future failing with ``BrokenProcessPool``); ``cancel()`` of a running
+    future stops it (its worker is killed and replaced); ``map`` reads its input lazily and takes
+    ``cleanup=``. Leaving ``with`` calls ``shutdown(wait=True)``; ``async with`` does it without
+    blocking the event loop. An executor garbage-collected while running finishes what was
+    submitted, as ``ProcessPoolExecutor`` does.
+
+    :param max_workers: how many worker processes; default None: ``os.cpu_count()``. At most
+        4096, fewer when the descriptor limit would run out (two per worker in the owner).
+    :param mp_context: a ``multiprocessing`` context: picks how the supervisor starts, as
+        ``RobustPool``'s ``context``; default None.
+    :param initializer: called as ``initializer(*initargs)`` once in every worker; default None. If
+        it fails in three fresh workers in a row the executor is broken: futures fail with
+        ``InitializerError`` (also a ``concurrent.futures.BrokenExecutor``), and ``submit``
+        raises it.
+    :param initargs: the arguments of ``initializer``; default ``()``.
+    :param max_tasks_per_child: recycle a worker after it was given this many tasks; default None:
+        never. Unlike ``ProcessPoolExecutor``'s, it works with any start method.
+    :param task_timeout: seconds a task may run before its worker is killed and its future fails
+        with ``TaskTimeoutError``; default None: no limit (see ``RobustPool``).
+    :param retries: how many times a task that killed its worker is run again; default 0 (see
+        ``RobustPool``).
+    :param memory_limit: bytes or a size such as ``"2GB"``; default None: no limit (see
+        ``RobustPool``).
+    :param start_method: ``"fork"`` or ``"spawn"`` for the supervisor; default None (see
+        ``RobustPool``).
+    :param buffersize: chunks ``map`` keeps ahead of its consumer; default None:
+        ``max(64, 32 * max_workers)``.
+    :param close_timeout: seconds closing a ``map`` iterator waits for its running items, to clean
+        their results; default 10.0; None or ``math.inf``: as long as they take.
+    :raises TypeError: a parameter has the wrong type.
+    :raises ValueError: a parameter is out of range (``"max_workers must be greater than 0"``, as
+        in the standard library; the rest as on ``RobustPool``).
     """
 
     def __init__(
@@ -229,13 +328,16 @@ class RobustExecutor(ExecutorBase):
 
 @final
 class MapIterator(Generic[R]):
-    """What ``RobustExecutor.map`` returns: its results in order, by the call's deadline.
+    """What an executor's ``map`` returns: an iterator of its results in order, by the call's deadline.
 
-    An object rather than a generator, so that closing or dropping it before the first
-    result still closes the stream, and no result is kept after it was handed out. Closed
-    when exhausted, when an item's error or the deadline ends it (at once: results still
-    running are cleaned when they arrive), by ``close()`` (which waits up to
-    ``close_timeout`` for running items, to clean them) and by garbage collection.
+    Made by the executor, not by users. An object rather than the standard library's
+    generator, so that closing or dropping it before the first result still closes the stream,
+    and no result is kept after it was handed out. ``next()`` raises an item's error at its
+    position, or ``TimeoutError`` once the call's ``timeout`` has passed; either ends the
+    iteration. It is closed when exhausted, when an item's error or the deadline ends it (at
+    once: results still running are cleaned when they arrive), by ``close()`` (which waits up
+    to ``close_timeout`` for running items, to clean them) and by garbage collection. After
+    that, iteration stops.
     """
 
     def __init__(self, it: IMapIterator[R], job: StreamJob, deadline: float | None) -> None:
@@ -262,8 +364,13 @@ class MapIterator(Generic[R]):
             raise
 
     def close(self) -> None:
-        """Cancel what has not started; clean every computed result never handed out,
-        waiting up to ``close_timeout`` for running items (see ``IMapIterator.close``)."""
+        """Stop the iteration: cancel what has not started and clean every computed result never
+        handed out, waiting up to the executor's ``close_timeout`` seconds for running items
+        (those arriving later are cleaned on arrival). Calling it again does nothing.
+
+        :raises ExceptionGroup: some ``cleanup`` calls raised; all of them were run first.
+        :raises RuntimeError: called in a process forked from the owner.
+        """
         if not self._job.closed:
             self._it.close()
 

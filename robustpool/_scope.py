@@ -105,9 +105,12 @@ class _State:
 class Scope:
     """A scope's handle on one pool: what is started through it belongs to the scope.
 
-    Thread-safe: tasks running on a thread pool may start more work through the handle
-    they were given. After the scope ended, starting work raises RuntimeError; after a task
-    of the scope failed, ``submit`` returns a future already cancelled (nothing more starts).
+    Yielded by ``pool.scope()`` and ``multi_scope(...)``; made by them, not by users. The work
+    runs on the handle's pool, with that pool's parallelism and limits; the scope waits for it
+    when it ends and raises its failures together. Thread-safe: tasks running on a thread pool
+    may start more work through the handle they were given. After the scope ended, starting
+    work raises RuntimeError; after a task of the scope failed, ``submit`` returns a future
+    already cancelled (nothing more starts).
     """
 
     def __init__(self, state: _State, pool: PoolBase | ExecutorBase) -> None:
@@ -116,10 +119,24 @@ class Scope:
 
     @property
     def pool(self) -> PoolBase | ExecutorBase:
+        """The pool or executor this handle starts work on (work started on it directly is not the scope's)."""
         return self._pool
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
-        """``pool.submit(fn, *args, **kwargs)``, waited for when the scope ends."""
+        """``pool.submit(fn, *args, **kwargs)``, waited for when the scope ends.
+
+        Its failure is one of those the scope raises at its end (and, with the scope's
+        ``on_error``, cancels or stops the scope's other tasks).
+
+        :param fn: the callable to run (positional only).
+        :param args: positional arguments for ``fn``.
+        :param kwargs: keyword arguments for ``fn``.
+        :returns: the pool's future (a ``RobustFuture``); once a task of the scope has
+            failed, a ``concurrent.futures.Future`` already cancelled instead, and nothing runs.
+        :raises RuntimeError: the scope has ended.
+        :raises TypeError: ``fn`` is not callable.
+        :raises ValueError: the pool is not running (and what else the pool's ``submit`` raises).
+        """
         check_callable(fn, "fn")
         state = self._state
         with state.cond:
@@ -140,7 +157,22 @@ class Scope:
     ) -> Iterator[R]:
         """A lazy ordered stream of ``fn`` over ``iterable`` (the pool's ``imap``, or the
         executor's ``map``), closed when the scope ends: results nobody took go to
-        ``cleanup``."""
+        ``cleanup``.
+
+        Unlike ``submit``, an item's error is raised where it is consumed, not at the scope's
+        end; the scope's end closes the stream (waiting up to the pool's ``close_timeout``), and
+        a cleanup that raised is among the failures it raises.
+
+        :param fn: called as ``fn(item)``.
+        :param iterable: any iterable, read lazily.
+        :param chunksize: items sent to a worker together; default 1.
+        :param cleanup: called as ``cleanup(result)`` in the owner, exactly once, for every
+            computed result the consumer never received; default None.
+        :returns: the pool's ``IMapIterator``, or the executor's ``MapIterator``.
+        :raises RuntimeError: the scope has ended.
+        :raises ValueError: as the pool's ``imap`` or the executor's ``map``.
+        :raises TypeError: as the pool's ``imap`` or the executor's ``map``.
+        """
         from ._pool import PoolBase
 
         state = self._state
@@ -159,7 +191,17 @@ class Scope:
     def map(
         self, fn: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1, *, cleanup: Callable[[R], object] | None = None
     ) -> list[R]:
-        """``list(self.imap(...))``: every result, in order; the first error is raised."""
+        """``list(self.imap(...))``: every result, in order; the first error is raised.
+
+        :param fn: called as ``fn(item)``.
+        :param iterable: the items, read lazily as by ``imap``.
+        :param chunksize: items sent to a worker together; default 1.
+        :param cleanup: as on ``imap``; default None.
+        :returns: the results, in the order of the input.
+        :raises Exception: the first item's error, in input order (the stream stops there, and
+            the results computed past it go to ``cleanup``).
+        :raises RuntimeError: the scope has ended.
+        """
         return list(self.imap(fn, iterable, chunksize, cleanup=cleanup))
 
 
@@ -176,6 +218,27 @@ def multi_scope(*pools: PoolBase | ExecutorBase, on_error: OnError = "wait") -> 
     raised in one ExceptionGroup. A KeyboardInterrupt or SystemExit in the owner is never
     wrapped or swallowed: the scope cancels and stops what it can, closes its iterators
     without waiting, and lets it propagate at once.
+
+    Nothing like it is in the standard library: its closest kin are ``asyncio.TaskGroup`` (the
+    failures as one group) and leaving an executor's ``with`` (the waiting), here across pools
+    of any kind, each keeping its own parallelism:
+
+        with multi_scope(disk, ssd) as (d, s):
+            for path in paths:
+                d.submit(read_slowly, path)
+            s.submit(index, "/ssd")
+        # here every task is done; failures were raised as one ExceptionGroup
+
+    :param pools: one or more robustpool pools or executors (process or thread), in the order
+        of the handles yielded.
+    :param on_error: ``"wait"`` (the default) or ``"stop"``, as above.
+    :returns: a context manager yielding a tuple of one ``Scope`` per pool, in order.
+    :raises ExceptionGroup: on leaving, every failure: the body's exception first, then the
+        tasks' errors, then the cleanup errors (a ``BaseExceptionGroup`` if a task raised a
+        ``BaseException`` such as ``SystemExit``).
+    :raises TypeError: no pool was given, or something that is not a robustpool pool or
+        executor (on entering).
+    :raises ValueError: ``on_error`` is neither ``"wait"`` nor ``"stop"`` (on entering).
     """
     if not pools:
         raise TypeError("multi_scope needs at least one pool")

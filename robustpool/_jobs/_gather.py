@@ -127,7 +127,14 @@ class GatherJob(Outcome):
 class MapResult(AsyncResult[list[T]]):
     """The result of ``map_async`` / ``starmap_async``: the list of results, in order,
     once every item is done; ``get`` raises the first error (after the cleanup of the
-    values nobody will see). Made by the pool, not by users."""
+    values nobody will see). Made by the pool, not by users.
+
+    An ``AsyncResult`` (``get``, ``wait``, ``ready``, ``successful``, ``await``), as
+    ``multiprocessing.pool.MapResult`` is. As in the standard library it is ready only once
+    every item is done, even after a failure, and ``get`` raises the first error that arrived;
+    unlike it, an error fails only its own item, not its chunk. Cancelling a task that awaits
+    it stops the running items and passes the values that arrived to the call's ``cleanup``.
+    """
 
 
 MapResult.__module__ = "robustpool"  # as imported by users (see _errors)

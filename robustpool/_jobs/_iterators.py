@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 @final
 class IMapIterator(Generic[T]):
-    """The iterator returned by ``imap``/``imap_unordered``.
+    """The iterator returned by ``imap``/``imap_unordered``. Made by the pool, not by users.
 
     Input is read lazily, in the consumer's thread, keeping at most ``buffersize`` chunks
     ahead of the consumer. An item's error is raised at that item's position (``imap``) or
@@ -23,7 +23,9 @@ class IMapIterator(Generic[T]):
 
     Closing (``close()``, leaving ``with``, garbage collection, terminating the pool) keeps
     the cleanup promise: every computed result the consumer never received is passed to
-    ``cleanup`` exactly once, in the owner; tasks not yet started are cancelled.
+    ``cleanup`` exactly once, in the owner; tasks not yet started are cancelled. A closed
+    iterator stops iterating. ``multiprocessing.pool.IMapIterator`` has no ``close()`` and no
+    ``with``; used in a process forked from the owner, this one raises ``RuntimeError``.
     """
 
     def __init__(self, job: StreamJob) -> None:
@@ -40,7 +42,19 @@ class IMapIterator(Generic[T]):
         return job.next()  # type: ignore[no-any-return]
 
     def next(self, timeout: float | None = None) -> T:
-        """Return the next result, raising an item's exception at its position."""
+        """Return the next result, raising an item's exception at its position; ``next(it)``
+        is ``it.next()``.
+
+        :param timeout: seconds to wait at most; default None: as long as it takes.
+        :returns: the next result (in input order for ``imap``, in completion order for
+            ``imap_unordered``).
+        :raises StopIteration: no result is left, or the iterator was closed.
+        :raises multiprocessing.TimeoutError: no result within ``timeout`` seconds, as in the
+            standard library; the iterator stays usable.
+        :raises Exception: the item's error (the errors listed on ``RobustPool.apply``), or the
+            input's own exception at its position; iteration can go on after it.
+        :raises RuntimeError: called in a process forked from the pool's owner.
+        """
         job = self._job
         del self
         return job.next(timeout)  # type: ignore[no-any-return]
@@ -82,9 +96,13 @@ class IMapIterator(Generic[T]):
     def close(self) -> None:
         """Cancel unstarted tasks and clean every computed result never handed out.
 
-        Waits up to the pool's ``close_timeout`` for tasks already running; results that
-        arrive later are cleaned on arrival. Raises an ExceptionGroup if cleanups failed,
-        after running all of them.
+        Waits up to the pool's ``close_timeout`` seconds for tasks already running; results
+        that arrive later are cleaned on arrival. The input is not read any further. Leaving
+        ``with`` calls it. Calling it again is harmless.
+
+        :raises ExceptionGroup: some ``cleanup`` calls raised; all of them were run first (and
+            their errors logged).
+        :raises RuntimeError: called in a process forked from the pool's owner.
         """
         self._job.close()
 

@@ -137,7 +137,13 @@ class SingleJob(Outcome):
 
 class AsyncResult(Generic[T]):
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``, as in
-    ``multiprocessing.pool.AsyncResult``. Made by the pool, not by users."""
+    ``multiprocessing.pool.AsyncResult``. Made by the pool, not by users.
+
+    Beyond the standard library: ``await result`` gives the value (or raises the call's error)
+    without blocking the event loop, and cancelling the awaiting task stops the call (its worker
+    is killed if it runs, and replaced). In a process forked from the pool's owner, ``get`` and
+    ``wait`` on a result not ready raise ``RuntimeError`` instead of waiting forever.
+    """
 
     __slots__ = ("__weakref__", "_job")
 
@@ -145,25 +151,44 @@ class AsyncResult(Generic[T]):
         self._job = job
 
     def ready(self) -> bool:
-        """True once the call has a value or an error."""
+        """Whether the call is over: True once it has a value or an error, else False. Never blocks."""
         return self._job.is_set()
 
     def successful(self) -> bool:
-        """Whether the call succeeded; ValueError while it is not ready."""
+        """Whether the call succeeded (True) or failed (False).
+
+        :returns: True if ``get()`` will return a value, False if it will raise.
+        :raises ValueError: the call is not ready yet, as in the standard library.
+        """
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
         return self._job.ok
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait until ready, at most ``timeout`` seconds."""
+        """Wait until the call is ready, or until ``timeout`` passes; returns None either way.
+
+        :param timeout: seconds to wait at most; default None: as long as it takes.
+        :raises RuntimeError: the call is not ready and this is a process forked from the owner.
+        """
         job = self._job
         if not job.is_set():
             _forks.check(job.gen, "result")
         job.wait(timeout)
 
     def get(self, timeout: float | None = None) -> T:
-        """The value, or raise the call's error; ``multiprocessing.TimeoutError`` if it is
-        not ready within ``timeout`` seconds."""
+        """Wait for the call and return its value, or raise its error.
+
+        :param timeout: seconds to wait at most; default None: as long as it takes.
+        :returns: the call's value (for a ``MapResult``, the list of results in input order).
+        :raises multiprocessing.TimeoutError: the call is not ready within ``timeout`` seconds,
+            as in the standard library; the call goes on, and ``get`` may be called again.
+        :raises Exception: the call's error: the task's own exception, rebuilt with the worker's
+            frames, or ``WorkerLostError``, ``TaskTimeoutError``,
+            ``TaskSerializationError``, ``RemoteTaskError``,
+            ``PoolTerminatedError``, ``InitializerError``, ``WorkerStartError``
+            (``concurrent.futures.CancelledError`` after a cancelled ``await``).
+        :raises RuntimeError: the call is not ready and this is a process forked from the owner.
+        """
         job = self._job
         if not job.is_set():
             _forks.check(job.gen, "result")  # nobody would ever set it in a forked child
@@ -256,6 +281,10 @@ _FUTURE_FIELDS_KNOWN = set(vars(Future())) == {"_condition", "_state", "_result"
 class RobustFuture(Future[T]):
     """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running call.
 
+    What ``submit`` returns, on every pool and executor; made by them, not by users. Every
+    method of ``concurrent.futures.Future`` works as usual (``result``, ``exception``,
+    ``done``, ``add_done_callback``, ``concurrent.futures.wait``, ``as_completed``).
+
     Pending: cancelled as usual (and dropped from the engine's queue at once). Running, on
     an engine that can stop running work: its worker is killed (process tree) and replaced,
     the future ends cancelled, and nothing else is disturbed. The standard library's
@@ -279,6 +308,18 @@ class RobustFuture(Future[T]):
         self._condition = _FutureLock()  # type: ignore[assignment]  # see _FutureLock
 
     def cancel(self) -> bool:
+        """Cancel the call, even while it runs on a process pool or executor.
+
+        Unlike ``concurrent.futures.Future.cancel``, which fails on a running future, this kills
+        the worker running the call (with its subprocesses) and replaces it; nothing else is
+        disturbed. A pending call is dropped from the queue at once. Either way the future ends
+        cancelled, its waiters (``wait``, ``as_completed``) wake and its done callbacks run. On a
+        thread pool a running call cannot be stopped, and this returns False, as in the standard
+        library.
+
+        :returns: True if the future is cancelled (now or before), False if it has finished, or
+            runs where it cannot be stopped.
+        """
         return self._cancel(running=True)
 
     def _cancel(self, running: bool) -> bool:
