@@ -45,17 +45,18 @@ class SpawnWorker:
 class KillWorker:
     """Kill one worker's whole process group with ``sig``; ``reason`` is echoed back.
 
-    With ``task_id``, only while the worker's progress slot says it is still loading,
-    running or pickling that task: the owner asks for such a kill to stop one task, and by
-    the time the message arrives the worker may have finished it and started the next
-    one, which must not die for it (nor must the results of the finished task, on their
-    way to the owner).
+    With ``task_id`` (the oldest task the worker holds), only while the worker has not gone
+    past that task: the owner asks for such a kill to stop one task, and by the time the
+    message arrives the worker may have finished it and started one of the tasks queued
+    behind it, ``after``, which must not die for it (nor must the finished task's results,
+    on their way to the owner). A worker that has not reached the task yet is killed.
     """
 
     key: int
     sig: int
     reason: str | None = None
     task_id: int = 0
+    after: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

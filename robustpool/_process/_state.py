@@ -126,9 +126,11 @@ class LoopState:
                 self._wake_w.send(b"\0")
 
     def _kill(self, w: WorkerHandle, sig: int, reason: str | None, task_id: int = 0) -> None:
-        """Have the supervisor kill ``w``; with ``task_id``, only if it still runs that task."""
+        """Have the supervisor kill ``w``; with ``task_id`` (its oldest task), only if it has
+        not gone past that task (see ``KillWorker``)."""
+        after = tuple(t.task_id for t in w.inflight if t.task_id != task_id) if task_id else ()
         with contextlib.suppress(OSError):
-            self._supervisor.channel.send(KillWorker(w.key, sig, reason, task_id))
+            self._supervisor.channel.send(KillWorker(w.key, sig, reason, task_id, after))
 
     def _kill_known_workers(self) -> None:
         for w in self._workers.values():

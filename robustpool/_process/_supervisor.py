@@ -55,6 +55,7 @@ from ._control import (
 from ._wire import SLOT_DEADLINE, SLOT_PHASE, SLOT_TASK, Phase, map_slot
 
 _REAP_GRACE = 5.0  # bound on waiting for SIGKILLed workers to be reaped on the way out
+_HELD_AT_FORK = {signal.SIGTERM}
 # The phases in which a kill aimed at one task (KillWorker.task_id) still stops that task.
 _STOPPABLE = (Phase.LOADING, Phase.RUNNING, Phase.DUMPING)
 _SAMPLE_EVERY = 0.5  # RSS sampling period without a memory limit
@@ -94,12 +95,20 @@ class _Child:
     high: bool = False  # MemoryHigh already sent
 
 
-def still_on(view: memoryview, task_id: int) -> bool:
-    """Whether a kill aimed at ``task_id`` (``KillWorker.task_id``; 0: at the worker,
-    whatever it does) still stops that task: the worker's slot names it, loading, running
-    or pickling. Once its result is being sent, killing would lose what the owner is about
-    to receive (and clean); once the worker is on the next task, it would kill that one."""
-    return not task_id or (view[SLOT_TASK] == task_id and view[SLOT_PHASE] in _STOPPABLE)
+def still_on(view: memoryview, task_id: int, after: tuple[int, ...] = ()) -> bool:
+    """Whether a kill aimed at ``task_id`` (``KillWorker``; 0: at the worker, whatever it
+    does) still stops that task. Yes while the worker's slot names it loading, running or
+    pickling, and while the slot names an earlier task or none (the worker has not started
+    it). No once its result is being sent (killing would lose what the owner is about to
+    receive and clean), nor once the slot names one of ``after``, the tasks queued behind
+    it (the worker is past it: the kill would land in someone else's task). Task ids do not
+    say the order (a task run again after a death gets a new id), so ``after`` does."""
+    if not task_id:
+        return True
+    slot_task = view[SLOT_TASK]
+    if slot_task == task_id:
+        return view[SLOT_PHASE] in _STOPPABLE
+    return slot_task not in after
 
 
 class _Supervisor:
@@ -183,7 +192,7 @@ class _Supervisor:
         if isinstance(msg, SpawnWorker):
             self.spawn(msg.key, fds)
         elif isinstance(msg, KillWorker):
-            self.kill(msg.key, msg.sig, msg.reason, msg.task_id)
+            self.kill(msg.key, msg.sig, msg.reason, msg.task_id, msg.after)
         elif isinstance(msg, Shutdown):
             self.begin_stop(msg.grace, polite=msg.polite)
         elif isinstance(msg, Prepare):
@@ -214,9 +223,14 @@ class _Supervisor:
         data_fd, slot_fd = fds
         slot, view = map_slot(slot_fd)
         osc.flush_std_streams()
+        # SIGTERM (terminate, or a kill from outside) waits while we fork: until the new
+        # worker restores the default action, our own Python handler would run in it and
+        # swallow the signal, and the worker would run its tasks until the SIGKILL.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_AT_FORK)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(data_fd)
             os.close(slot_fd)
             view.release()
@@ -226,7 +240,8 @@ class _Supervisor:
         if pid == 0:  # pragma: no cover - runs in the new worker
             view.release()  # the supervisor's mapping of this slot, and the descriptor it holds
             slot.close()
-            self._become_worker(data_fd, slot_fd)
+            self._become_worker(data_fd, slot_fd, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done in the child; whichever runs first wins the race
         os.close(data_fd)
@@ -238,7 +253,7 @@ class _Supervisor:
         self.children[pid] = _Child(key, pid, slot, view)
         self.send(WorkerStarted(key, pid))
 
-    def _become_worker(self, data_fd: int, slot_fd: int) -> None:
+    def _become_worker(self, data_fd: int, slot_fd: int, mask: set[int | signal.Signals]) -> None:
         code = 70
         try:
             gc.freeze()
@@ -254,6 +269,7 @@ class _Supervisor:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGTERM held at fork kills us now
             self.selector.close()
             self.channel.sock.close()
             os.close(self.wake_r)
@@ -272,10 +288,10 @@ class _Supervisor:
         finally:
             os._exit(code)
 
-    def kill(self, key: int, sig: int, reason: str | None, task_id: int = 0) -> None:
+    def kill(self, key: int, sig: int, reason: str | None, task_id: int = 0, after: tuple[int, ...] = ()) -> None:
         for child in self.children.values():
             if child.key == key:
-                if not still_on(child.view, task_id):
+                if not still_on(child.view, task_id, after):
                     continue  # past that task: the owner reads its results and retires it
                 if reason and child.reason is None:
                     child.reason = reason

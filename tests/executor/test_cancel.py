@@ -167,3 +167,21 @@ def test_cancel_return_values_and_callbacks(tmp_path: Path) -> None:
         # The queue moves on: a new submit runs on the replacement worker.
         assert executor.submit(square, 5).result(timeout=GET) == 25
     assert calls == [pending] and pending.cancelled() and blocker.cancelled()
+
+
+def _slow_start(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_cancel_of_a_future_its_worker_has_not_started_yet_stops_it() -> None:
+    """A future counts as running once its task is on its way to a worker; a worker still in
+    its initializer has not started it. cancel() must stop it all the same (the kill is not
+    dropped because the worker's slot does not name the task yet)."""
+    with RobustExecutor(1, initializer=_slow_start, initargs=(0.5,)) as executor:
+        future = executor.submit(time.sleep, 30)
+        wait_until(future.running, "the task was sent to the worker")
+        began = time.monotonic()
+        assert future.cancel() and future.cancelled()
+        assert executor.submit(square, 12).result(timeout=GET) == 144
+        assert time.monotonic() - began < 10  # not the 30 s of the cancelled call
+        assert dict(executor.stats().replaced).get("cancelled") == 1
