@@ -32,7 +32,6 @@ from ._engine import Engine
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import RobustFuture
 from ._jobs._stream import StreamJob
-from ._process._engine import ProcessEngine
 from ._progress import ProgressArg, length_of
 from ._scope import OnError, Scope, single_scope
 from ._stats import PoolStats
@@ -320,6 +319,10 @@ class RobustExecutor(ExecutorBase):
             names=EXECUTOR_NAMES,
         )
         self._config = config
+        # Imported here, not at the top: the process engine brings cloudpickle, tblib and the
+        # supervisor's modules, which `import robustpool` does not need until a pool starts.
+        from ._process._engine import ProcessEngine
+
         refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
         self._engine: Engine = ProcessEngine(config)
         self._core = PoolCore(self._engine)

@@ -31,7 +31,6 @@ from ._engine import Capability, Engine
 from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import AsyncResult, RobustFuture, SingleJob
-from ._process._engine import ProcessEngine
 from ._progress import ProgressArg, length_of, make_bar
 from ._scope import OnError, Scope, single_scope
 from ._stats import PoolStats
@@ -683,6 +682,10 @@ class RobustPool(PoolBase):
             close_timeout=close_timeout,
         )
         self._config = config
+        # Imported here, not at the top: the process engine brings cloudpickle, tblib and the
+        # supervisor's modules, which `import robustpool` does not need until a pool starts.
+        from ._process._engine import ProcessEngine
+
         refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
         self._engine: Engine = ProcessEngine(config)
         self._core = PoolCore(self._engine)
@@ -693,6 +696,8 @@ class RobustPool(PoolBase):
 
         It changes when the supervisor died and the pool started a new one.
         """
+        from ._process._engine import ProcessEngine
+
         engine = self._engine
         assert isinstance(engine, ProcessEngine)
         return engine.supervisor_pid

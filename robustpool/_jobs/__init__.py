@@ -17,9 +17,11 @@ cleanups never run while that lock is held.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import multiprocessing
 
 log = logging.getLogger("robustpool")
 
@@ -49,4 +51,6 @@ def run_cleanups(cleanup: Cleanup, values: Iterable[Any]) -> list[Exception]:
 
 
 def timeout_error() -> multiprocessing.TimeoutError:
+    import multiprocessing  # at the first timeout: `import robustpool` does not load it
+
     return multiprocessing.TimeoutError()

@@ -46,7 +46,7 @@ def test_a_failing_task_in_a_two_pool_scope_cancels_the_rest_and_is_raised(pools
 
     def slow(k: int) -> None:
         started.set()
-        time.sleep(0.05)
+        time.sleep(0.25)  # 20 of them on 2 threads: 2.5 s, far longer than the failure takes to come
         ran.append(k)
 
     with pytest.raises(ExceptionGroup) as info, multi_scope(procs, threads) as (p, t):
