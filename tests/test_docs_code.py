@@ -3,12 +3,16 @@
 A block is extracted with its page and line, written to a fresh temporary directory and run
 there by this interpreter (so it cannot lean on files of the repository or on another
 block). It must exit 0 within its time. A block whose first line is ``# not run: <why>``
-is a sketch (a signature, say) and is only counted; there must be few of them.
+is a sketch (a signature, say) and is only counted; there must be few of them. A block whose
+first line is ``# hangs: <why>`` shows a standard-library hang: it must still be running
+after a few seconds (then its whole process group is killed).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _SKIP = "# not run:"
+_HANGS = "# hangs:"
+HANG_WAIT = 5.0  # seconds a hanging example must still be running after
 
 
 class Block(NamedTuple):
@@ -42,7 +48,8 @@ def blocks() -> list[Block]:
 
 
 BLOCKS = blocks()
-RUN = [b for b in BLOCKS if not b.code.startswith(_SKIP)]
+RUN = [b for b in BLOCKS if not b.code.startswith((_SKIP, _HANGS))]
+HANG = [b for b in BLOCKS if b.code.startswith(_HANGS)]
 
 
 @pytest.mark.timeout(120)
@@ -54,6 +61,24 @@ def test_the_block_runs(block: Block, tmp_path: Path) -> None:
     assert done.returncode == 0, f"{block.name} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     left = sorted(p.name for p in tmp_path.iterdir() if p != script)
     assert not left, f"{block.name} left files behind in its directory: {left}"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("block", HANG, ids=[b.name for b in HANG])
+def test_the_block_that_shows_a_hang_hangs(block: Block, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(block.code)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=HANG_WAIT)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the example and the pool's workers, in its session
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def test_the_docs_have_examples_and_few_sketches() -> None:
