@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +135,17 @@ def run_child(request: dict[str, Any], timeout: float) -> ChildRun:
     """Run one isolated measurement; kill its whole process tree if it overruns ``timeout``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    # The child's temporary files go in a directory of ours, removed whatever became of the
+    # child: one killed at its timeout (a peer that hangs at a death) cannot clean up itself.
+    scratch = tempfile.mkdtemp(prefix="robustpool-bench-")
+    env["TMPDIR"] = scratch
+    try:
+        return _run_in(request, timeout, env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_in(request: dict[str, Any], timeout: float, env: dict[str, str]) -> ChildRun:
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.child", json.dumps(request)],
         cwd=PACKAGE_ROOT,
