@@ -8,44 +8,36 @@ modules are never imported here, only probed for by name.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import signal
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 PEERS_DIR = Path(__file__).resolve().parent.parent / "docs" / "peers"
-_FIELD = re.compile(r"(\w+)=(\S+)")
+
+
+def _load_run_all() -> ModuleType:
+    """docs/peers/run_all.py, which runs a script in its own session and parses its RESULT line."""
+    spec = importlib.util.spec_from_file_location("peers_run_all", PEERS_DIR / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_all = _load_run_all()
 
 
 def run_script(name: str) -> dict[str, str]:
     """Run docs/peers/<name> and return the fields of its last RESULT line (note= is the rest of the line)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(PEERS_DIR / name)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+    out, err, code, timed_out = run_all.run_in_session(PEERS_DIR / name, 90.0)
+    if timed_out:
         pytest.fail(f"{name} ran past 90 s: its own deadline did not hold\n{out[-2000:]}\n{err[-2000:]}")
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"{name} printed no RESULT line (exit code {proc.returncode})\n{out[-2000:]}\n{err[-4000:]}"
+    assert lines, f"{name} printed no RESULT line (exit code {code})\n{out[-2000:]}\n{err[-4000:]}"
     assert out.rstrip("\n").splitlines()[-1] == lines[-1], f"{name}: the RESULT line is not the last line"
-    head, _, note = lines[-1].partition(" note=")
-    fields = dict(_FIELD.findall(head))
-    fields["note"] = note
+    fields: dict[str, str] = run_all.parse(lines[-1])
     for key in ("peer", "delivered", "failed", "error", "blamed", "hung", "usable_after"):
         assert key in fields, f"{name}: no {key}= in {lines[-1]!r}"
     return fields

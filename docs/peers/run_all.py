@@ -54,28 +54,38 @@ def parse(line: str) -> dict[str, str]:
     return fields
 
 
-def run(script: str) -> dict[str, str] | str:
-    """The script's RESULT fields, or why there are none."""
+def run_in_session(path: Path, timeout: float) -> tuple[str, str, int | None, bool]:
+    """Run a script in a session of its own: (stdout, stderr, exit code, timed out). At the
+    deadline its whole session is killed, and so is whatever it leaves in it."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / script)],
+        [sys.executable, str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    timed_out = False
     try:
-        out, err = proc.communicate(timeout=TIMEOUT)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        timed_out = True
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return f"no RESULT line: still running after {TIMEOUT:.0f} s (killed)"
+        out, err = proc.communicate()
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything the script left in its session
+    return out, err, proc.returncode, timed_out
+
+
+def run(script: str) -> dict[str, str] | str:
+    """The script's RESULT fields, or why there are none."""
+    out, err, code, timed_out = run_in_session(HERE / script, TIMEOUT)
+    if timed_out:
+        return f"no RESULT line: still running after {TIMEOUT:.0f} s (killed)"
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     if not lines:
         tail = " | ".join(err.strip().splitlines()[-3:])
-        return f"no RESULT line (exit code {proc.returncode}): {tail}"
+        return f"no RESULT line (exit code {code}): {tail}"
     return parse(lines[-1])
 
 
