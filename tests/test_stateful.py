@@ -51,8 +51,9 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the stress packa
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from robustpool import RobustPool
+from robustpool._chaos._leaks import wait_stopped
 from stress.faults import Fault, Outcome, Spec, expected_check, run, run_star
-from stress.runner import allowed_outcomes, wait_stopped
+from stress.runner import allowed_outcomes
 
 WAIT = 30.0  # bound on every wait for a result
 SETTLE = 10.0  # bound on waiting for processes on their way out

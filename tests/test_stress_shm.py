@@ -2,7 +2,7 @@
 
 Real processes and real POSIX semaphores, no mocks:
 
-* the accounting (:func:`stress.runner.shm_leaks` over what :class:`stress.runner.ShmSampler`
+* the accounting (:func:`robustpool._chaos._leaks.shm_leaks` over what :class:`robustpool._chaos._leaks.ShmSampler`
   saw) flags an entry one of our processes held and left, and not one another program
   created and left, nor one that was there at the start;
 * the sampler's thread, woken by inotify, sees a holder that lives less than its period;
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from stress.runner import SHM_DIR, ShmSampler, shm_leaks, shm_snapshot
+from robustpool._chaos._leaks import SHM_DIR, ShmSampler, shm_leaks, shm_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 TAG = f"rptest-{os.getpid()}"
