@@ -49,6 +49,12 @@ def refuse_unsupported(config: PoolConfig, capabilities: Capability, engine: str
             raise ValueError(f"{name} needs workers that are processes; {engine} cannot enforce it ({why}): use RobustPool")
 
 
+#: Every core alive in this process, and a function told of each new one: how
+#: robustpool.testing reaches the pools a chaos run covers (None while no run is on).
+live_cores: weakref.WeakSet[PoolCore] = weakref.WeakSet()
+on_new_core: Callable[[PoolCore], None] | None = None
+
+
 class State(enum.Enum):
     RUNNING = "running"
     CLOSED = "closed"
@@ -66,6 +72,9 @@ class PoolCore:
         # Streams whose iterator a user can still reach (the iterator is the key: once it
         # is dropped, the stream is closed and forgotten here).
         self._streams: weakref.WeakKeyDictionary[object, StreamJob] = weakref.WeakKeyDictionary()
+        live_cores.add(self)
+        if on_new_core is not None:
+            on_new_core(self)
 
     def check_owner(self) -> None:
         _forks.check(self.gen, "pool")

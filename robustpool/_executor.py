@@ -45,8 +45,14 @@ class ExecutorBase(Executor):
     ``RobustExecutor`` and ``RobustThreadPoolExecutor`` but how they build their engine."""
 
     _config: PoolConfig
-    _engine: Engine
     _core: PoolCore
+
+    @property
+    def _engine(self) -> Engine:
+        # Read through the core, the one owner of the pool's engine: robustpool.testing puts
+        # its chaos engine in front of it while a chaos run is on.
+        return self._core.engine
+
     _lock: threading.Lock  # orders submit() against shutdown()
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RobustFuture[R]:
@@ -324,8 +330,7 @@ class RobustExecutor(ExecutorBase):
         from ._process._engine import ProcessEngine
 
         refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
-        self._engine: Engine = ProcessEngine(config)
-        self._core = PoolCore(self._engine)
+        self._core = PoolCore(ProcessEngine(config))
         self._lock = threading.Lock()  # orders submit() against shutdown()
 
 

@@ -46,8 +46,13 @@ class PoolBase:
     ``RobustThreadPool`` but how they build their engine (their ``__init__``)."""
 
     _config: PoolConfig
-    _engine: Engine
     _core: PoolCore
+
+    @property
+    def _engine(self) -> Engine:
+        # Read through the core, the one owner of the pool's engine: robustpool.testing puts
+        # its chaos engine in front of it while a chaos run is on.
+        return self._core.engine
 
     # -- helpers --
 
@@ -687,8 +692,7 @@ class RobustPool(PoolBase):
         from ._process._engine import ProcessEngine
 
         refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
-        self._engine: Engine = ProcessEngine(config)
-        self._core = PoolCore(self._engine)
+        self._core = PoolCore(ProcessEngine(config))
 
     @property
     def supervisor_pid(self) -> int:
@@ -696,11 +700,9 @@ class RobustPool(PoolBase):
 
         It changes when the supervisor died and the pool started a new one.
         """
-        from ._process._engine import ProcessEngine
-
-        engine = self._engine
-        assert isinstance(engine, ProcessEngine)
-        return engine.supervisor_pid
+        pid = getattr(self._engine, "supervisor_pid", None)  # a process engine, or chaos in front of one
+        assert isinstance(pid, int)
+        return pid
 
 
 RobustPool.__module__ = "robustpool"  # as imported by users (see _errors)

@@ -94,8 +94,7 @@ class RobustThreadPool(PoolBase):
         )
         refuse_unsupported(config, ThreadEngine.capabilities, _ENGINE)
         self._config = config
-        self._engine = ThreadEngine(config)
-        self._core = PoolCore(self._engine)
+        self._core = PoolCore(ThreadEngine(config))
 
 
 @final
@@ -146,8 +145,7 @@ class RobustThreadPoolExecutor(ExecutorBase):
             threads=True,
         )
         self._config = config
-        self._engine = ThreadEngine(config, thread_name_prefix)
-        self._core = PoolCore(self._engine)
+        self._core = PoolCore(ThreadEngine(config, thread_name_prefix))
         self._lock = threading.Lock()
 
 

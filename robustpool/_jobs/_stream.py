@@ -94,6 +94,9 @@ class StreamJob:
         self._dirty = False  # outcomes arrived since the last flush
         self._closer_waiting = False  # a close() is waiting to clean late results itself
         self._watchers: list[Callable[[], None]] = []  # awaiting coroutines (see _aio)
+        # Told of every value handed to the consumer: set by robustpool.testing, which checks
+        # that each result is handed over or cleaned, exactly once (None otherwise).
+        self.on_handed: Callable[[Any], None] | None = None
         self._hold = engine.hold()  # the engine waits for this job's input (see Hold)
         self.feed()
 
@@ -299,6 +302,8 @@ class StreamJob:
                 self._cond.wait(remaining)
         ok, value = got
         if ok:
+            if self.on_handed is not None:
+                self.on_handed(value)
             return value
         raise value
 
@@ -312,7 +317,9 @@ class StreamJob:
             if got is None and (self.closed or (self._length is not None and self._yielded >= self._length)):
                 self._end_bar()
                 raise StopIteration
-            return got
+        if got is not None and got[0] and self.on_handed is not None:
+            self.on_handed(got[1])
+        return got
 
     def _end_bar(self) -> None:
         if self._bar is not None:

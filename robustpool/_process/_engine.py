@@ -135,6 +135,10 @@ class ProcessEngine:
     def kill(self, job: Job) -> None:
         self._loop.kill(job)
 
+    def kill_idle_worker(self, killed: Callable[[int], None]) -> None:
+        """Kill a worker between tasks (``robustpool.testing``); see ``Loop.kill_idle_worker``."""
+        self._loop.kill_idle_worker(killed)
+
     def batch_size(self, func: FuncRef, ahead: int) -> int:
         return self._loop.batch_size(func.func_id, ahead)
 

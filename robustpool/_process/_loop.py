@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
+import signal
 import threading
 import time
 from collections import deque
@@ -155,6 +156,23 @@ class Loop(Fleet):
         self.call(drop_all)
         if not self._finished.is_set():
             done.wait(TERM_GRACE)  # a moment: the loop runs posted calls every turn
+
+    def kill_idle_worker(self, killed: Callable[[int], None]) -> None:
+        """SIGKILL one worker that is ready and holds no task, if there is one, and call
+        ``killed(pid)`` (on the dispatcher thread). For chaos testing: a death between
+        tasks, which must cost nothing but a replacement. The worker takes no new task
+        meanwhile (DRAINING, with no QUIT sent), so the kill cannot land in one."""
+
+        def pick() -> None:
+            for w in self._workers.values():
+                if w.pid and w.ready and w.accepting and not w.eof and not w.inflight:
+                    w.state = WorkerState.DRAINING
+                    self._recount = True
+                    self._kill(w, signal.SIGKILL, None)
+                    killed(w.pid)
+                    return
+
+        self.call(pick)
 
     def batch_size(self, func_id: int, ahead: int) -> int:
         return self._estimates.batch_size(func_id, ahead, self.settings.processes)
