@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+import robustpool._jobs
 import robustpool._jobs._stream as stream_module
 from robustpool import RobustExecutor, RobustPool, RobustThreadPool, TaskTimeoutError, WorkerLostError
 from robustpool.testing import ChaosInvariantError, ChaosReport, chaos
 
-QUIET = {"kill": 0.0, "segfault": 0.0, "exit": 0.0, "delay": 0.0}
+QUIET: dict[str, Any] = {"kill": 0.0, "segfault": 0.0, "exit": 0.0, "delay": 0.0}
 
 
 def square(x: int) -> int:
@@ -122,7 +123,7 @@ def test_imap_cleanup_accounting_over_an_early_break() -> None:
 
 def test_a_lost_cleanup_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted bug: closing an iterator forgets the buffered results."""
-    real = stream_module.run_cleanups
+    real = robustpool._jobs.run_cleanups
     monkeypatch.setattr(stream_module, "run_cleanups", lambda cleanup, values: real(cleanup, list(values)[1:]))
     with pytest.raises(ChaosInvariantError, match=r"neither handed over nor cleaned"), chaos(seed=1, **QUIET):  # noqa: SIM117
         with RobustPool(2) as pool:
@@ -133,7 +134,7 @@ def test_a_lost_cleanup_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_double_cleanup_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted bug: closing an iterator cleans each buffered result twice."""
-    real = stream_module.run_cleanups
+    real = robustpool._jobs.run_cleanups
     monkeypatch.setattr(stream_module, "run_cleanups", lambda cleanup, values: real(cleanup, [v for v in values for _ in "ab"]))
     with pytest.raises(ChaosInvariantError, match=r"cleaned a result that was not owed"), chaos(seed=1, **QUIET):  # noqa: SIM117
         with RobustPool(2) as pool:
