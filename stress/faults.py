@@ -27,17 +27,16 @@ Contract of :func:`run`:
 
 from __future__ import annotations
 
-import ctypes
 import enum
-import faulthandler
 import os
-import resource
 import signal
 import sys
 import threading
 import time
 import zlib
 from typing import Any, NamedTuple
+
+from robustpool._chaos._faults import EXIT, KILL, SEGFAULT, die
 
 
 class Fault(enum.StrEnum):
@@ -49,8 +48,8 @@ class Fault(enum.StrEnum):
     MEMORY = "memory"  # a real allocation failure: bytearray(2**62)
     SIGKILL = "sigkill"  # os.kill(getpid(), SIGKILL)
     SIGTERM = "sigterm"
-    SIGSEGV = "sigsegv"  # ctypes.string_at(0) or faulthandler._sigsegv()
-    OS_EXIT = "os_exit"  # os._exit(3)
+    SIGSEGV = "sigsegv"  # a real invalid read (robustpool.testing's die)
+    OS_EXIT = "os_exit"  # os._exit(71)
     UNPICKLABLE_RESULT = "unpicklable_result"  # the result holds a lock: pickling fails in the worker
     UNLOADABLE_RESULT = "unloadable_result"  # the result pickles but fails to unpickle in the owner
     UNPICKLABLE_EXC = "unpicklable_exc"  # the exception cannot be pickled: RemoteTaskError
@@ -150,12 +149,6 @@ def _dying(spec: Spec) -> None:
         pass
 
 
-def _no_core() -> None:
-    # A crash on purpose must not leave a core file or a faulthandler dump behind.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    faulthandler.disable()
-
-
 def _apply(spec: Spec) -> Any:
     """Apply the fault of ``spec``; returns a replacement result for result faults."""
     fault = Fault(spec.fault)
@@ -177,18 +170,15 @@ def _apply(spec: Spec) -> Any:
             exc.args = (token,)
             raise
         raise AssertionError("allocating 4 EiB succeeded")  # pragma: no cover
+    # The deaths are robustpool.testing's, so the suite dies the way users' chaos runs do.
     if fault is Fault.SIGKILL:
-        os.kill(os.getpid(), signal.SIGKILL)
+        die(KILL)
     elif fault is Fault.SIGTERM:
         os.kill(os.getpid(), signal.SIGTERM)
     elif fault is Fault.SIGSEGV:
-        _no_core()
-        if zlib.crc32(token.encode()) & 1:
-            ctypes.string_at(0)
-        else:
-            faulthandler._sigsegv()  # type: ignore[attr-defined]
+        die(SEGFAULT)
     elif fault is Fault.OS_EXIT:
-        os._exit(3)
+        die(EXIT)
     elif fault is Fault.UNPICKLABLE_EXC:
         raise UnpicklableError(token)
     elif fault is Fault.UNPICKLABLE_RESULT:

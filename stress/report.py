@@ -45,6 +45,8 @@ class Report:
     fd_allowance: int = 0
     temp_files_left: int = 0
     shm_left: int = 0
+    ledger_items: int = 0  # items robustpool.testing kept books on (its checks, under this workload)
+    ledger_broken: int = 0
     shm_ticks: int = 0  # looks at our process table (and /dev/shm)
     shm_samples: int = 0  # of which sampled what our processes hold in /dev/shm
     shm_triggered: int = 0  # ticks an inotify event (an entry created) asked for
@@ -125,6 +127,7 @@ class Report:
             f"fd growth {self.fd_growth} (before {self.fd_before}, after {self.fd_after}, allowance {self.fd_allowance})",
             f"temp files left {self.temp_files_left}",
             f"shm entries left {self.shm_left}",
+            f"robustpool.testing ledger {self.ledger_items} items, {self.ledger_broken} broken",
         ]
         if self.interrupted:
             lines.append(f"interrupted {self.interrupted}")

@@ -37,7 +37,7 @@ class Ledger:
     field is guarded by ``lock``."""
 
     def __init__(self, job: Job, engine: ChaosEngine) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # reentrant: see ChaosEngine._lock
         self.job = job
         self.engine = engine
         self.kind = type(job).__name__
@@ -139,7 +139,9 @@ class ChaosEngine:
     def __init__(self, inner: Engine, run: ChaosRun) -> None:
         self.inner = inner
         self.run = run
-        self._lock = threading.Lock()
+        # Reentrant, as every lock here: a collection inside a guarded block may close an
+        # iterator (its __del__), whose close comes back into this engine or its ledger.
+        self._lock = threading.RLock()
         self._proxies: dict[Job, ProxyJob] = {}  # guarded by _lock
         self._wrapped: set[int] = set()  # handles of ChaosCall functions (guarded by _lock)
 
@@ -156,10 +158,17 @@ class ChaosEngine:
     def _proxy(self, job: Job, create: bool) -> Job:
         with self._lock:
             proxy = self._proxies.get(job)
-            if proxy is not None or not create:
-                return proxy if proxy is not None else job
-            ledger = Ledger(job, self)
-            proxy = self._proxies[job] = ProxyJob(job, ledger)
+        if proxy is not None or not create:
+            return proxy if proxy is not None else job
+        # Built outside the lock: an allocation may run the garbage collector, and a
+        # collected iterator closes its job, which calls cancel(), which takes the lock.
+        # (The stress suite found that deadlock.)
+        ledger = Ledger(job, self)
+        proxy = ProxyJob(job, ledger)
+        with self._lock:
+            known = self._proxies.setdefault(job, proxy)
+        if known is not proxy:
+            return known  # another thread made it meanwhile
         if isinstance(job, StreamJob) and job._cleanup is not None:
             # Before the first chunk reaches the engine, so before any result can arrive.
             ledger.counts_results = True

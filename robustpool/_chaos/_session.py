@@ -111,15 +111,16 @@ class ChaosReport:
 class ChaosRun:
     """The live state of one run (see the module's docstring)."""
 
-    def __init__(self, seed: int, rates: Rates, pools: Sequence[Any] | None, replay: str) -> None:
+    def __init__(self, seed: int, rates: Rates, pools: Sequence[Any] | None, replay: str, leaks: bool = True) -> None:
         self.seed = seed
+        self.leaks = leaks  # check processes, descriptors and /dev/shm at the end (stress does its own)
         self.rates = rates
         self.report = ChaosReport(seed, replay=replay)
         self.active = False
         self.ledgers: list[Ledger] = []
         self.markers = ""
         self._pools = None if pools is None else [_core_of(p) for p in pools]
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: see ChaosEngine._lock
         self._serials = itertools.count()
         self._chunks = itertools.count()
         self._planned: Counter[str] = Counter()
@@ -142,7 +143,8 @@ class ChaosRun:
         gc.collect()
         self._fds_before = fd_count()
         self._shm_before = shm_snapshot()
-        self._sampler.start(self._shm_before)
+        if self.leaks:
+            self._sampler.start(self._shm_before)
         self.active = True
         if self._pools is None:
             for core in list(_core.live_cores):
@@ -169,7 +171,7 @@ class ChaosRun:
         """Count this pool's supervisor (and so its workers) among our processes."""
         with contextlib.suppress(Exception):
             pid = engine.supervisor_pid
-            if pid and pid not in self._supervisors:
+            if pid and pid not in self._supervisors and self.leaks:
                 self._supervisors.add(pid)
                 self._sampler.adopt([pid])
 
@@ -228,6 +230,11 @@ class ChaosRun:
         rep.outcomes = {k: outcomes[k] for k in (VALUE, ERROR, DROPPED) if outcomes[k]}
         rep.planned = dict(self._planned)
         self._count_injected()
+        if self.leaks:
+            self._check_leaks(engines)
+
+    def _check_leaks(self, engines: list[tuple[PoolCore, ChaosEngine, bool]]) -> None:
+        rep = self.report
         running = [chaos for core, chaos, _ in engines if not chaos.inner.finished]
         self._check_processes(running)
         self._sampler.stop()

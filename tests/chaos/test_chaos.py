@@ -242,3 +242,35 @@ def report() -> Iterator[ChaosReport]:
 
 def test_a_run_with_nothing_to_do_is_clean(report: ChaosReport) -> None:
     assert report.items == 0
+
+
+def test_a_collection_while_a_proxy_is_made_does_not_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the stress suite: an allocation while the chaos engine held its lock ran
+    the collector, which closed a dropped iterator, whose close came back for the lock."""
+    import gc
+    import threading
+
+    from robustpool._chaos import _engine
+
+    real = _engine.Ledger.__init__
+
+    def collecting(self: Any, job: Any, engine: Any) -> None:
+        gc.collect()  # what any allocation may do
+        real(self, job, engine)
+
+    done = threading.Event()
+
+    def body() -> None:
+        with chaos(seed=1, **QUIET), RobustPool(2) as pool:
+            cycle: list[Any] = [pool.imap(square, range(1000))]
+            cycle.append(cycle)  # collected only by the collector
+            next(cycle[0])
+            del cycle
+            monkeypatch.setattr(_engine.Ledger, "__init__", collecting)
+            assert pool.apply(square, (3,)) == 9
+        done.set()
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(20)
+    assert done.is_set(), "deadlock: the chaos engine's lock was taken again by a collected iterator"
