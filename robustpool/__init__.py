@@ -6,6 +6,9 @@ real (tblib); ``imap`` iterators clean up every result the consumer never receiv
 
 Public names are imported on first use (PEP 562): a supervisor started as a fresh
 interpreter imports only the modules it needs, which keeps its start-up short.
+
+PYTEST_DONT_REWRITE: the pytest plugin's entry point would otherwise have pytest rewrite this
+namespace (and add its helpers to it) in every test session.
 """
 
 import importlib as _importlib
