@@ -46,14 +46,13 @@ class ExecutorBase(Executor):
 
     _config: PoolConfig
     _core: PoolCore
+    _lock: threading.Lock  # orders submit() against shutdown()
 
     @property
     def _engine(self) -> Engine:
         # Read through the core, the one owner of the pool's engine: robustpool.testing puts
         # its chaos engine in front of it while a chaos run is on.
         return self._core.engine
-
-    _lock: threading.Lock  # orders submit() against shutdown()
 
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RobustFuture[R]:
         """Start ``fn(*args, **kwargs)`` in a worker; returns a ``concurrent.futures.Future``.

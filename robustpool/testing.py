@@ -35,8 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._chaos._faults import PHASES
-from ._chaos._plan import Rates
-from ._chaos._session import ChaosInvariantError, ChaosReport, ChaosRun
+from ._chaos._session import ChaosInvariantError, ChaosReport, new_run
 
 __all__ = ("ChaosInvariantError", "ChaosReport", "chaos")
 
@@ -82,12 +81,12 @@ def chaos(
     :raises TypeError: ``seed`` is not an int, or ``pools`` holds something that is not a pool.
     :raises RuntimeError: a chaos run is already on (runs do not nest).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"chaos: seed must be an int, got {type(seed).__name__}")
-    rates = Rates(kill, segfault, exit, delay, hang, idle_kill, tuple(phases), max_delay)
     replay = f"robustpool.testing.chaos(seed={seed}, kill={kill}, segfault={segfault}, exit={exit}, delay={delay}"
     replay += f", hang={hang}, idle_kill={idle_kill}, phases={tuple(phases)!r})"
-    run = ChaosRun(seed, rates, pools, replay)
+    run = new_run(
+        seed, replay, pools, phases,
+        kill=kill, segfault=segfault, exit=exit, delay=delay, hang=hang, idle_kill=idle_kill, max_delay=max_delay,
+    )  # fmt: skip
     run.start()
     try:
         yield run.report

@@ -143,7 +143,8 @@ class ChaosEngine:
         # iterator (its __del__), whose close comes back into this engine or its ledger.
         self._lock = threading.RLock()
         self._proxies: dict[Job, ProxyJob] = {}  # guarded by _lock
-        self._wrapped: set[int] = set()  # handles of ChaosCall functions (guarded by _lock)
+        # Handles of ChaosCall functions: added under _lock, read without it (one set lookup).
+        self._wrapped: set[int] = set()
 
     # -- what chaos changes --
 
@@ -182,9 +183,7 @@ class ChaosEngine:
         active = run.active
         out: list[Chunk] = []
         for c in chunks:
-            with self._lock:
-                wrapped = c.func.func_id in self._wrapped
-            if not wrapped:
+            if c.func.func_id not in self._wrapped:
                 out.append(c)  # a call that started before the run: not ours
                 continue
             job = self._proxy(c.job, create=active)

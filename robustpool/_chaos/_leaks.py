@@ -181,22 +181,17 @@ def shm_leaks(
     return leaked
 
 
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, start time in clock ticks) of ``pid``, from /proc/<pid>/stat."""
+def _proc_stat(pid: int, live_only: bool = False) -> tuple[int, int] | None:
+    """(ppid, start time in clock ticks) of ``pid``, from /proc/<pid>/stat; None if it is
+    gone (or, with ``live_only``, a zombie)."""
     data = _read_proc(f"/proc/{pid}/stat")
     try:
         fields = data[data.rindex(b")") + 2 :].split()  # from field 3 (state) on
+        if live_only and fields[0] in (b"Z", b"X"):
+            return None
         return int(fields[1]), int(fields[19])
     except (ValueError, IndexError):
         return None
-
-
-def _zombie(pid: int) -> bool:
-    data = _read_proc(f"/proc/{pid}/stat")
-    try:
-        return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] in (b"Z", b"X")
-    except ValueError:
-        return True
 
 
 def _read_proc(path: str) -> bytes:
@@ -321,7 +316,7 @@ class ShmSampler:
             return [
                 pid
                 for pid, started in self.pool_procs.items()
-                if pid not in exclude and (info := _proc_stat(pid)) is not None and info[1] == started and not _zombie(pid)
+                if pid not in exclude and (info := _proc_stat(pid, live_only=True)) is not None and info[1] == started
             ]
 
     def _loop(self) -> None:

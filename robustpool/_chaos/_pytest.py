@@ -118,17 +118,11 @@ def _settings(item: pytest.Item) -> tuple[int, dict[str, Any], str] | None:
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     settings = _settings(item)
     if settings is not None:
-        from ._plan import Rates
-        from ._session import ChaosRun
+        from ._session import new_run
 
         seed, kwargs, replay = settings
-        pools = kwargs.pop("pools", None)
-        kwargs.pop("check", None)
-        phases = kwargs.pop("phases", None)
-        if phases is not None:
-            kwargs["phases"] = tuple(phases)
-        rates = Rates(**kwargs)
-        run = ChaosRun(seed, rates, pools, replay)
+        kwargs.pop("check", None)  # the plugin always checks: it fails the test
+        run = new_run(seed, replay, **kwargs)
         item.stash[_RUN] = run
         item.stash[_REPLAY] = f"seed {seed}; replay: {replay}"
         run.start()

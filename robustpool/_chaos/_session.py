@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import os
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ import psutil
 from .. import _core
 from .._engine import Capability
 from ._engine import DROPPED, ERROR, VALUE, ChaosEngine, Ledger
-from ._faults import Plan
+from ._faults import PHASES, Plan
 from ._leaks import FD_ALLOWANCE, ShmSampler, fd_count, fd_targets, shm_leaks, shm_snapshot
 from ._plan import Rates, idle_kill_at, plan_item
 
@@ -121,8 +120,8 @@ class ChaosRun:
         self.markers = ""
         self._pools = None if pools is None else [_core_of(p) for p in pools]
         self._lock = threading.RLock()  # reentrant: see ChaosEngine._lock
-        self._serials = itertools.count()
-        self._chunks = itertools.count()
+        self._serials = 0  # items planned so far: the next item's serial number
+        self._chunks = 0  # chunks seen so far (the idle-kill plan's serial numbers)
         self._planned: Counter[str] = Counter()
         self._idle_kills = 0
         self._engines: list[tuple[PoolCore, ChaosEngine, bool]] = []  # (core, engine, created during the run)
@@ -198,11 +197,11 @@ class ChaosRun:
 
     def plan(self, count: int, timeout: float) -> list[Plan | None]:
         with self._lock:
-            first = next(self._serials)
-            for _ in range(count - 1):
-                next(self._serials)
-            plans = [plan_item(self.seed, first + k, self.rates, timeout) for k in range(count)]
+            first = self._serials
+            self._serials += count
             self.report.items += count
+        plans = [plan_item(self.seed, first + k, self.rates, timeout) for k in range(count)]
+        with self._lock:
             for p in plans:
                 if p is not None:
                     self._planned[p.kind] += 1
@@ -210,7 +209,8 @@ class ChaosRun:
 
     def idle_kill_now(self) -> bool:
         with self._lock:
-            serial = next(self._chunks)
+            serial = self._chunks
+            self._chunks += 1
         return idle_kill_at(self.seed, serial, self.rates)
 
     def record_idle_kill(self, pid: int) -> None:
@@ -314,6 +314,16 @@ class ChaosRun:
                 what = " ".join(proc.cmdline())[:100] or proc.name()
                 self.report.violations.append(f"process {pid} ({what}) of an ended pool is still alive; killed")
                 proc.kill()
+
+
+def new_run(
+    seed: int, replay: str, pools: Sequence[Any] | None = None, phases: Sequence[str] = PHASES, **rates: float
+) -> ChaosRun:
+    """A run from ``chaos()``'s arguments (``rates``: its rate and timing keywords), checked:
+    the one place the context manager and the pytest plugin turn arguments into a run."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"chaos: seed must be an int, got {type(seed).__name__}")
+    return ChaosRun(seed, Rates(phases=tuple(phases), **rates), pools, replay)
 
 
 def _consumed(job: Any) -> bool:

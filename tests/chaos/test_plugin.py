@@ -34,6 +34,13 @@ def _summary(result: pytest.RunResult) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", injected)}
 
 
+def _fails_with_the_seed(result: pytest.RunResult, first: str, test: str) -> None:
+    """One test failed, and its output shows ``first``, the seed and the replay command."""
+    result.assert_outcomes(passed=1, failed=1)
+    replay = f"  replay: pytest --robustpool-chaos={SEED} test_pipeline.py::{test}"
+    result.stdout.fnmatch_lines([first, "robustpool chaos, seed *", replay])
+
+
 def test_the_correct_pipeline_passes_under_chaos(pytester: pytest.Pytester) -> None:
     _project(pytester)
     result = _run(pytester, f"--robustpool-chaos={SEED}")
@@ -47,14 +54,7 @@ def test_the_correct_pipeline_passes_under_chaos(pytester: pytest.Pytester) -> N
 def test_a_cleanup_that_forgets_to_delete_fails_with_the_seed(pytester: pytest.Pytester) -> None:
     _project(pytester, replace=("    os.unlink(path)\n", "    pass  # planted bug: the file stays\n"))
     result = _run(pytester, f"--robustpool-chaos={SEED}")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*robustpool chaos*",
-            "robustpool chaos, seed *",
-            f"  replay: pytest --robustpool-chaos={SEED} test_pipeline.py::test_stopping_early_leaves_only_the_files_kept",
-        ]
-    )
+    _fails_with_the_seed(result, "*robustpool chaos*", "test_stopping_early_leaves_only_the_files_kept")
 
 
 def test_a_consumer_that_swallows_a_lost_worker_fails_with_the_seed(pytester: pytest.Pytester) -> None:
@@ -67,14 +67,7 @@ def test_a_consumer_that_swallows_a_lost_worker_fails_with_the_seed(pytester: py
     )
     _project(pytester, replace=planted)
     result = _run(pytester, f"--robustpool-chaos={SEED}")
-    result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*assert sorted(outcomes) == items*",
-            "robustpool chaos, seed *",
-            f"  replay: pytest --robustpool-chaos={SEED} test_pipeline.py::test_every_item_is_a_result_or_an_attributed_error",
-        ]
-    )
+    _fails_with_the_seed(result, "*assert sorted(outcomes) == items*", "test_every_item_is_a_result_or_an_attributed_error")
     # Without chaos nothing dies, so the bug hides: that is what the plugin is for.
     _run(pytester, "-k", "every_item").assert_outcomes(passed=1)
 
