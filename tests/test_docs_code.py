@@ -5,7 +5,9 @@ there by this interpreter (so it cannot lean on files of the repository or on an
 block). It must exit 0 within its time. A block whose first line is ``# not run: <why>``
 is a sketch (a signature, say) and is only counted; there must be few of them. A block whose
 first line is ``# hangs: <why>`` shows a standard-library hang: it must still be running
-after a few seconds (then its whole process group is killed).
+after a few seconds (then its whole process group is killed). A block that only includes a
+file (``--8<-- "docs/examples/..."``, the snippets extension) shows that file as it is; such
+files are run by the test named for them in ``INCLUDED_RUN_BY``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _SKIP = "# not run:"
 _HANGS = "# hangs:"
+_INCLUDE = re.compile(r'^--8<-- "([^"]+)"\s*$')
 HANG_WAIT = 5.0  # seconds a hanging example must still be running after
+# Files shown whole by a page, and the test that runs them (a pytest project cannot run as
+# a script of its own).
+INCLUDED_RUN_BY = {
+    "docs/examples/chaos_project/pipeline.py": "tests/chaos/test_plugin.py",
+    "docs/examples/chaos_project/test_pipeline.py": "tests/chaos/test_plugin.py",
+}
 
 
 class Block(NamedTuple):
@@ -47,8 +56,15 @@ def blocks() -> list[Block]:
     return found
 
 
+def included(block: Block) -> str | None:
+    """The path a block includes, if it is an include."""
+    m = _INCLUDE.match(block.code.strip())
+    return m.group(1) if m else None
+
+
 BLOCKS = blocks()
-RUN = [b for b in BLOCKS if not b.code.startswith((_SKIP, _HANGS))]
+INCLUDES = [b for b in BLOCKS if included(b)]
+RUN = [b for b in BLOCKS if not b.code.startswith((_SKIP, _HANGS)) and not included(b)]
 HANG = [b for b in BLOCKS if b.code.startswith(_HANGS)]
 
 
@@ -79,6 +95,15 @@ def test_the_block_that_shows_a_hang_hangs(block: Block, tmp_path: Path) -> None
         proc.wait(10)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@pytest.mark.parametrize("block", INCLUDES, ids=[b.name for b in INCLUDES])
+def test_an_included_file_is_run_by_its_test(block: Block) -> None:
+    path = included(block)
+    assert path in INCLUDED_RUN_BY, f"{block.name} includes {path}: name the test that runs it in INCLUDED_RUN_BY"
+    assert (ROOT / path).is_file(), f"{block.name} includes {path}, which does not exist"
+    runner = (ROOT / INCLUDED_RUN_BY[path]).read_text()
+    assert Path(path).name in runner, f"{INCLUDED_RUN_BY[path]} does not read {path}"
 
 
 def test_the_docs_have_examples_and_few_sketches() -> None:
