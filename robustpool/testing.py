@@ -70,6 +70,8 @@ def chaos(
     :param phases: when a death fires: ``"before"`` your function runs, ``"during"`` it (a
         timer in the worker, within 20 ms; if your function returns first, right then), or
         ``"after"`` it returned (its result dies with the worker, whatever it did outside).
+        A death "before" first sends the results the worker finished and still holds, so it
+        costs that item only; "during" and "after" take those along, as a real death does.
     :param max_delay: the longest delay, in seconds.
     :param pools: only these pools (and executors); default: every process pool alive when
         the block starts or created inside it.

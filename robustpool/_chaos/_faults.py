@@ -135,6 +135,11 @@ class ChaosCall:
             time.sleep(plan.seconds)
             return value
         if phase == BEFORE:
+            # Results this worker finished and still holds (batched for company) leave
+            # first: a death before an item takes nothing along but that item.
+            from .._process._worker import send_pending
+
+            send_pending()
             die(kind)
         if phase == DURING:
             timer = threading.Timer(plan.seconds, die, (kind,))

@@ -89,6 +89,14 @@ class Outbox:
         with self.lock:
             self._flush_locked()
 
+    def send_pending(self) -> None:
+        """Send every finished result now, the running stream task's outcomes too (a chaos
+        death "before" an item takes nothing along but that item)."""
+        with self.lock:
+            if self.stream_task:
+                self._seal_locked()
+            self._flush_locked()
+
     def _flush_locked(self) -> None:
         if not self.out:
             return

@@ -52,6 +52,14 @@ from ._wire import (
 # hang in an argument's unpickling is still killed, a slow import is not blamed on the run.
 _LOAD_NS = 30_000_000_000
 _MAX_TIMEOUT = 1e10  # seconds; the owner refuses more than 1e9, so a larger value is garbage
+_current: _Worker | None = None  # this process's worker, once main() made it
+
+
+def send_pending() -> None:
+    """In a worker: send the results it finished and still holds (see Outbox.send_pending)."""
+    if _current is not None:
+        _current.send_pending()
+
 
 _KEEP: list[object] = []
 
@@ -288,7 +296,8 @@ def serve(sock_fd: int, slot_fd: int) -> int:
     mm, view = map_slot_untracked(slot_fd)
     os.close(slot_fd)
     _KEEP.append(mm)  # never closed, never collected: see map_slot_untracked
-    worker = _Worker(sock, view)
+    global _current
+    worker = _current = _Worker(sock, view)
     reader = FrameReader(TO_WORKER)
     try:
         return _loop(worker, reader)
