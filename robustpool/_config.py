@@ -154,17 +154,17 @@ def _start_method(context: Any, start_method: str | None, names: Names) -> str |
     context (``multiprocessing.Pool``'s ``context=``)."""
     if start_method is not None and not isinstance(start_method, str):
         raise TypeError(f"start_method must be a str or None, not {type(start_method).__name__}")
-    if start_method not in (None, "fork", "spawn"):
-        raise ValueError(f"start_method must be 'fork', 'spawn' or None, not {start_method!r}")
-    if start_method == "fork" and not hasattr(os, "fork"):
-        raise ValueError("start_method='fork' needs os.fork, which this platform lacks")
+    if start_method not in (None, "fork", "forkserver", "spawn"):
+        raise ValueError(f"start_method must be 'fork', 'forkserver', 'spawn' or None, not {start_method!r}")
+    if start_method in ("fork", "forkserver") and not hasattr(os, "fork"):
+        raise ValueError(f"start_method={start_method!r} needs os.fork, which this platform lacks")
     if context is None:
         return start_method
     get = getattr(context, "get_start_method", None)
     if not callable(get):
         raise TypeError(f"{names.context} must be a multiprocessing context, not {type(context).__name__}")
     method = get()
-    from_context = "fork" if method == "fork" else "spawn"  # forkserver's safety is a fresh start's
+    from_context = method if method in ("fork", "forkserver") else "spawn"
     if start_method is not None and start_method != from_context:
         raise ValueError(f"start_method={start_method!r} contradicts the context's start method {method!r}")
     return from_context

@@ -283,7 +283,7 @@ class RobustExecutor(ExecutorBase):
         ``RobustPool``).
     :param memory_limit: bytes or a size such as ``"2GB"``; default None: no limit (see
         ``RobustPool``).
-    :param start_method: ``"fork"`` or ``"spawn"`` for the supervisor; default None (see
+    :param start_method: ``"fork"``, ``"forkserver"`` or ``"spawn"`` for the supervisor; default None (see
         ``RobustPool``).
     :param buffersize: chunks ``map`` keeps ahead of its consumer; default None:
         ``max(64, 32 * max_workers)``.
@@ -326,6 +326,10 @@ class RobustExecutor(ExecutorBase):
         self._config = config
         # Imported here, not at the top: the process engine brings cloudpickle, tblib and the
         # supervisor's modules, which `import robustpool` does not need until a pool starts.
+        # A forkserver this pool needs boots meanwhile.
+        from ._process import _forkserver
+
+        _forkserver.prestart(config.start_method)
         from ._process._engine import ProcessEngine
 
         refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")

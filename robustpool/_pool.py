@@ -623,9 +623,8 @@ class RobustPool(PoolBase):
     :param maxtasksperchild: recycle a worker after it was given this many tasks (chunks);
         default None: never. Its replacement starts at once, and no queued work is lost.
     :param context: a ``multiprocessing`` context, as in ``multiprocessing.Pool``; its start method
-        picks how the supervisor starts (``"fork"`` forks it; ``"spawn"`` and ``"forkserver"``
-        start a fresh interpreter). Workers are always forked by the supervisor. Default None: see
-        ``start_method``.
+        picks how the supervisor starts (see ``start_method``). Workers are always forked by the
+        supervisor. Default None: see ``start_method``.
     :param task_timeout: seconds a task may run before its worker (with its subprocesses) is
         killed and replaced, and the task fails with ``TaskTimeoutError``; default None: no
         limit, as ``math.inf``. Otherwise > 0 and at most 10^9. Loading the task's function and
@@ -640,9 +639,11 @@ class RobustPool(PoolBase):
         ``KB``, ``MB``, ... powers of 1000); default None: no limit. A worker whose process tree's
         RSS passes it is recycled after its current task; one at twice the limit is killed, and its
         task fails with ``WorkerLostError``.
-    :param start_method: ``"fork"`` or ``"spawn"``: how the supervisor starts; default None: fork
-        when the owner has a single thread, else spawn. It must agree with ``context`` if both are
-        given.
+    :param start_method: how the supervisor starts: ``"fork"`` (a fork of this process),
+        ``"forkserver"`` (a fork of a clean process started once per owner, the first time it is
+        needed: safe with threads, and a few milliseconds per pool after the first) or
+        ``"spawn"`` (a fresh interpreter for each pool). Default None: fork when the owner has a
+        single thread, else forkserver. It must agree with ``context`` if both are given.
     :param buffersize: how many chunks an ``imap`` or ``imap_unordered`` keeps ahead of its
         consumer (a call's own ``buffersize`` overrides it); default None: ``max(64, 32 *
         processes)``. Fewer are kept when the items' pickles pass about 32 MiB in all, but never
@@ -654,7 +655,7 @@ class RobustPool(PoolBase):
         also a ``ValueError``, which is what ``multiprocessing.Pool`` raises there).
     :raises ValueError: a parameter is out of range: ``processes`` below 1 or above the limit, a
         timeout not > 0 or above 10^9, ``retries`` below 0, a ``memory_limit`` that cannot be
-        parsed or is not positive, a ``start_method`` other than fork or spawn, or one that
+        parsed or is not positive, a ``start_method`` other than fork, forkserver or spawn, or one that
         contradicts ``context``.
     """
 
@@ -689,6 +690,10 @@ class RobustPool(PoolBase):
         self._config = config
         # Imported here, not at the top: the process engine brings cloudpickle, tblib and the
         # supervisor's modules, which `import robustpool` does not need until a pool starts.
+        # A forkserver this pool needs boots meanwhile.
+        from ._process import _forkserver
+
+        _forkserver.prestart(config.start_method)
         from ._process._engine import ProcessEngine
 
         refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")

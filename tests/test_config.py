@@ -43,7 +43,7 @@ OUT_OF_RANGE = [
     ("retries", -1),
     ("memory_limit", 0),
     ("memory_limit", "12 parsecs"),
-    ("start_method", "forkserver"),
+    ("start_method", "vfork"),
     ("buffersize", 0),
     ("close_timeout", 0),
     ("maxtasksperchild", 0),
@@ -89,6 +89,7 @@ def test_defaults_and_no_limit_values() -> None:
 def test_a_context_picks_the_supervisors_start() -> None:
     assert PoolConfig.build(1, context=multiprocessing.get_context("fork")).start_method == "fork"
     assert PoolConfig.build(1, context=multiprocessing.get_context("spawn")).start_method == "spawn"
+    assert PoolConfig.build(1, context=multiprocessing.get_context("forkserver")).start_method == "forkserver"
     with pytest.raises(ValueError, match="contradicts"):
         PoolConfig.build(1, context=multiprocessing.get_context("spawn"), start_method="fork")
 

@@ -45,7 +45,7 @@ from robustpool import (
     WorkerLostError,
 )
 
-START_METHODS = ["fork", "spawn"]
+START_METHODS = ["fork", "forkserver", "spawn"]
 BAD = 3  # position of the failing item in the single-item rows
 N_ITEMS = 8
 BIG = 8 * 2**20  # bytes: far more than a socket buffer holds

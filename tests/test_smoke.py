@@ -16,7 +16,7 @@ def _square_or_die(x: int) -> int:
     return x * x
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
 def test_sigkill_in_imap_fails_only_that_item(start_method: str) -> None:
     with RobustPool(2, start_method=start_method) as pool:
         it = pool.imap(_square_or_die, range(12))

@@ -225,7 +225,7 @@ OWNER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
 def test_owner_kill_9_leaves_no_orphan_after_one_second(start_method: str) -> None:
     with subprocess.Popen([sys.executable, "-c", OWNER, start_method], stdout=subprocess.PIPE, text=True) as owner:
         try:

@@ -48,20 +48,34 @@ def wchan(pid: int) -> str:
 
 
 def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    """The owner's descriptors, without those of its forkserver (which lives as long as the
+    owner, by design: it is not a leak)."""
+    return len(_fds())
+
+
+def _fds() -> list[str]:
+    from .._process._forkserver import server_fds
+
+    skip = {str(fd) for fd in server_fds()}
+    return [fd for fd in os.listdir("/proc/self/fd") if fd not in skip]
 
 
 def fd_targets() -> list[str]:
     out = []
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in _fds():
         with contextlib.suppress(OSError):
             out.append(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
     return out
 
 
 def descendants(pid: int) -> list[psutil.Process]:
+    """Every process under ``pid``, but this process's forkserver (the supervisors it forked
+    are counted: only the forkserver itself lives as long as its owner)."""
+    from .._process._forkserver import server_pid
+
+    forkserver = server_pid()
     try:
-        return psutil.Process(pid).children(recursive=True)
+        return [p for p in psutil.Process(pid).children(recursive=True) if p.pid != forkserver]
     except psutil.Error:
         return []
 

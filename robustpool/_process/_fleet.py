@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import selectors
 import signal
 import time
@@ -28,7 +27,7 @@ from .._errors import (
     WorkerStartError,
     describe_exitcode,
 )
-from . import _launch
+from . import _forkserver, _launch
 from ._attribution import Outcome, SlotReading, owes_items, read_slot, settle
 from ._control import (
     CANCELLED,
@@ -71,11 +70,7 @@ class Fleet(WorkerIO):
     """The supervisor and the workers' lives (see the module docstring)."""
 
     def _start_supervisor(self) -> _launch.SupervisorProcess:
-        method = self.settings.start_method
-        if method is None:
-            fork_ok = hasattr(os, "fork") and _launch.owner_is_single_threaded()
-            method = "fork" if fork_ok else "spawn"
-        proc = _launch.start(method)
+        proc = _launch.start(_forkserver.choose(self.settings.start_method))
         proc.channel.sock.settimeout(10.0)
         self._selector.register(proc.channel.sock, selectors.EVENT_READ, self._on_control)
         return proc

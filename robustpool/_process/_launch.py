@@ -1,9 +1,11 @@
-"""Starting a pool's supervisor, from the owner: forked, or as a fresh interpreter.
+"""Starting a pool's supervisor, from the owner: forked, by the forkserver, or fresh.
 
 A supervisor is forked from the owner when the owner has a single thread (fast: it inherits
-the loaded modules) and otherwise started as a fresh interpreter (safe whenever the owner
-already runs threads), which gets the owner's ``sys.path``, working directory and
-``multiprocessing`` authkey, like the standard library's spawn. Either way the owner keeps
+the loaded modules). When the owner already runs threads it is forked by the owner's
+forkserver (``_forkserver``: one clean process per owner, started on first need), and on
+request (``start_method="spawn"``) it is a fresh interpreter. Either of the last two gets
+the owner's ``sys.path``, working directory and ``multiprocessing`` authkey, like the
+standard library's spawn. Either way the owner keeps
 one end of a control socket; the supervisor's side is in ``_supervisor``.
 """
 
@@ -20,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from . import _forkserver
 from ._control import Channel, Prepare
 from ._oscalls import faulthandler_to_stderr, flush_std_streams, max_fd
 from ._supervisor import preload, serve
@@ -34,11 +37,16 @@ class SupervisorProcess:
     method: str
     popen: subprocess.Popen[bytes] | None = None
 
+    forkserver: _forkserver.Forkserver | None = None  # its parent, when it was forked by one
+
     exitcode: int | None = None
 
     def poll(self) -> int | None:
         """The exit code once the supervisor has exited and been reaped, else None."""
         if self.exitcode is not None:
+            return self.exitcode
+        if self.forkserver is not None:
+            self.exitcode = _forkserver.exit_code_of(self.forkserver, self.pid)
             return self.exitcode
         if self.popen is not None:
             self.exitcode = self.popen.poll()
@@ -62,22 +70,15 @@ class SupervisorProcess:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def owner_is_single_threaded() -> bool:
-    """True when forking the owner is safe: no other thread, Python's or native."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        import threading
-
-        return threading.active_count() == 1
-
-
 def start(method: str) -> SupervisorProcess:
+    """Start a supervisor: ``fork`` (of this process), ``forkserver`` (a fork of this
+    process's forkserver, see ``_forkserver``) or ``spawn`` (a fresh interpreter)."""
     if method == "fork":
         preload()
     owner_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    starts = {"fork": _start_forked, "forkserver": _start_by_forkserver, "spawn": _start_fresh}
     try:
-        proc = _start_forked(owner_end, sup_end) if method == "fork" else _start_fresh(owner_end, sup_end)
+        proc = starts[method](owner_end, sup_end)
     except BaseException:
         owner_end.close()
         raise
@@ -106,6 +107,22 @@ def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> Superviso
     return SupervisorProcess(pid, Channel(owner_end), "fork")
 
 
+def _start_by_forkserver(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
+    server = _forkserver.current()
+    pid = server.start_supervisor(sup_end.fileno())
+    proc = SupervisorProcess(pid, Channel(owner_end), "forkserver", forkserver=server)
+    _send_authkey(proc)
+    return proc
+
+
+def _send_authkey(proc: SupervisorProcess) -> None:
+    # Manager proxies unpickled in workers authenticate with the process's authkey; a
+    # supervisor that is not a fork of the owner has another one.
+    import multiprocessing
+
+    proc.channel.send(Prepare(bytes(multiprocessing.current_process().authkey)))
+
+
 # A fresh supervisor runs with -P: nothing from the working directory (or a script's
 # directory) is importable while it boots, so a planted json.py cannot run in it. Its own
 # imports resolve against the interpreter's default path, with robustpool's own location
@@ -126,9 +143,5 @@ def _start_fresh(owner_end: socket.socket, sup_end: socket.socket) -> Supervisor
     # it means, and not a supervisor that may still be booting.
     popen = subprocess.Popen(args, pass_fds=[fd], cwd=os.getcwd(), stdin=subprocess.DEVNULL, process_group=0)
     proc = SupervisorProcess(popen.pid, Channel(owner_end), "spawn", popen)
-    # Manager proxies unpickled in workers authenticate with the process's authkey; a fresh
-    # interpreter has a random one (a forked supervisor inherits the owner's).
-    import multiprocessing
-
-    proc.channel.send(Prepare(bytes(multiprocessing.current_process().authkey)))
+    _send_authkey(proc)
     return proc

@@ -205,7 +205,7 @@ def test_wrong_type_is_a_type_error(kwargs: dict[str, Any]) -> None:
         {"task_timeout": -1.0},
         {"memory_limit": 0},
         {"memory_limit": "lots"},
-        {"start_method": "forkserver"},
+        {"start_method": "vfork"},
         {"buffersize": 0},
         {"close_timeout": 0},
     ],

@@ -30,7 +30,7 @@ import pytest
 from robustpool import RobustPool
 
 REPO = Path(__file__).resolve().parents[2]
-START_METHODS = ["fork", "spawn"]
+START_METHODS = ["fork", "forkserver", "spawn"]
 MiB = 2**20
 RESULT_WORKER = "pickling the result in the worker"
 TASK_OWNER = "pickling the task in the owner"

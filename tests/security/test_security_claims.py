@@ -50,7 +50,7 @@ import robustpool
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
 
 KINDS = ["fork", "spawn", "threads"]
-START_METHODS = ["fork", "spawn"]
+START_METHODS = ["fork", "forkserver", "spawn"]
 WAIT = 10.0  # the bound on every wait
 SHM = "/dev/shm"
 SYSTEM_TMP = os.path.realpath(tempfile.gettempdir())  # read at import, before a test redirects TMPDIR
