@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import mmap
 import os
 import selectors
@@ -78,6 +77,8 @@ def preload() -> None:
 
 def main(fd: int, owner_path: str) -> int:
     """Entry point of a supervisor started as a fresh interpreter."""
+    import json  # only a fresh supervisor needs it: not imported by the forkserver's forks
+
     preload()
     sys.path[:] = json.loads(owner_path)  # what workers import (users' functions) resolves as in the owner
     return serve(fd)

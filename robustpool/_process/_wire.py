@@ -57,7 +57,6 @@ import os
 import socket
 import struct
 import sys
-import tempfile
 from collections.abc import Iterator
 
 from .._calls import Mode as Mode  # the worker reads a task's mode from its header
@@ -300,6 +299,8 @@ def new_slot_fd() -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create(_SLOT_NAME, os.MFD_CLOEXEC)
     else:  # macOS: an unlinked temporary file serves the same purpose
+        import tempfile  # here: a worker and a supervisor never need it, and it costs ~3 ms to import
+
         with tempfile.TemporaryFile() as f:
             fd = os.dup(f.fileno())
         os.set_inheritable(fd, False)
