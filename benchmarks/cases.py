@@ -6,9 +6,16 @@ timed) and times only the operation. ``calls`` and ``async_calls`` time single c
 one by one through each peer's own single-call API (see ``peers``), blocking and awaited;
 robustpool's other APIs (``RobustPool.submit``, ``RobustExecutor``) are rows of their own
 there, compared with ``ProcessPoolExecutor``, as ``RobustThreadPoolExecutor`` is compared with
-``ThreadPoolExecutor``. ``startup`` times construction up to the first result instead. ``recovery`` and
-``imap_memory`` run in fresh child processes (see ``child.py``) because a peer may hang or
-break there, and because peak RSS is per process.
+``ThreadPoolExecutor``. ``startup`` times construction up to the first result instead, and ``exit`` the ``with``
+block's end on a warm pool (each peer's own ``__exit__``). ``recovery``, ``imap_memory`` and
+``startup_threaded`` run in fresh child processes (see ``child.py``) because a peer may hang
+or break there, because peak RSS is per process, and because only a fresh process has a first
+pool. ``import`` times each peer's imports in a fresh ``python -c`` (nothing of the harness
+loaded), after an untimed run that compiled its bytecode into a cache of its own.
+
+A case may have *parts*: more rows, each from one value of every repeat's detail, ranked
+like the case's own (``startup_threaded`` has the first pool of the process as its value and
+the second pool as its part ``startup_threaded_2nd``).
 
 The thread pools run only in ``peers.THREAD_CASES``. A pool of threads leaves no process,
 but its threads must be gone before robustpool builds a pool (its supervisor is forked only
@@ -21,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import procs
 from .config import Config
@@ -82,32 +91,20 @@ def warm_up(pool: PoolHandle, workers: int) -> None:
 
 
 @contextlib.contextmanager
-def fresh_pool(peer: PeerSpec, ctx: Context, *, warmed: bool = True) -> Iterator[tuple[PoolHandle, float]]:
-    """A new pool of ``peer`` and the ``perf_counter()`` taken just before building it.
-
-    Before: waits for the threads of earlier pools to end. After: closes the pool
-    (bounded; killed on failure), waits for a thread pool's threads to end (noting any left
-    after 2 s: they cannot be killed) and reaps any process it left behind, noting it.
-    """
+def tidy(peer: PeerSpec, ctx: Context) -> Iterator[None]:
+    """Around one pool of ``peer``: before, wait for the threads of earlier pools to end;
+    after, wait for a thread pool's threads to end (noting any left after 2 s: they cannot be
+    killed) and reap any process the pool left behind, noting it."""
     before = procs.children()
     threads = procs.settle_threads(ctx.thread_baseline)
     if peer.key == ROBUSTPOOL and threads > 1:
         ctx.note(
             f"robustpool: the owner had {threads} threads when a pool was built"
-            f" (baseline {ctx.thread_baseline}), so its supervisor was started as a fresh interpreter, not forked"
+            f" (baseline {ctx.thread_baseline}), so its supervisor was not forked from the owner"
         )
-    start = time.perf_counter()
-    pool = peer.factory(ctx.workers)
-    ok = False
     try:
-        if warmed:
-            warm_up(pool, ctx.workers)
-        yield pool, start
-        ok = True
+        yield
     finally:
-        problem = shutdown(pool, graceful=ok, what=f"{peer.label} shutdown")
-        if problem:
-            ctx.note(f"{peer.label}: {problem}")
         if peer.threads:
             # Joined threads can linger in /proc/self/task for a moment after join() returns.
             left = procs.settle_threads(threads, timeout=2.0)
@@ -116,6 +113,25 @@ def fresh_pool(peer: PeerSpec, ctx: Context, *, warmed: bool = True) -> Iterator
         leaked = procs.reap_children(before)
         if leaked:
             ctx.note(f"{peer.label}: processes still alive 2 s after the pool was closed (killed): {'; '.join(leaked)}")
+
+
+@contextlib.contextmanager
+def fresh_pool(peer: PeerSpec, ctx: Context, *, warmed: bool = True) -> Iterator[tuple[PoolHandle, float]]:
+    """A new pool of ``peer`` and the ``perf_counter()`` taken just before building it; after,
+    the pool is closed (bounded; killed on failure), within ``tidy``."""
+    with tidy(peer, ctx):
+        start = time.perf_counter()
+        pool = peer.factory(ctx.workers)
+        ok = False
+        try:
+            if warmed:
+                warm_up(pool, ctx.workers)
+            yield pool, start
+            ok = True
+        finally:
+            problem = shutdown(pool, graceful=ok, what=f"{peer.label} shutdown")
+            if problem:
+                ctx.note(f"{peer.label}: {problem}")
 
 
 def shutdown(pool: PoolHandle, *, graceful: bool, what: str) -> str | None:
@@ -233,6 +249,26 @@ def startup(peer: PeerSpec, ctx: Context) -> Outcome:
     return Outcome(elapsed * 1000)
 
 
+def exit_with(peer: PeerSpec, ctx: Context) -> Outcome:
+    """``with pool:`` around a warm-up (a task on every worker, every result taken); the time
+    from the block's last statement to just after the peer's own ``__exit__`` returned."""
+    with tidy(peer, ctx):
+        pool = peer.factory(ctx.workers)
+        left = False
+        try:
+            with pool.context():
+                warm_up(pool, ctx.workers)
+                start = time.perf_counter()
+            elapsed = time.perf_counter() - start
+            left = True
+        finally:
+            if not left:  # the block failed (or __exit__ did): make sure the pool is gone
+                problem = shutdown(pool, graceful=False, what=f"{peer.label} shutdown")
+                if problem:
+                    ctx.note(f"{peer.label}: {problem}")
+    return Outcome(elapsed * 1000)
+
+
 # -- isolated cases (the work itself is in child.py) -------------------------------------
 
 
@@ -267,6 +303,68 @@ def imap_memory(peer: PeerSpec, ctx: Context) -> Outcome:
         peaks.append(float(run.result["value"]))
     small, large = peaks
     return Outcome(large, detail={"small": small, "ratio": large / small, "chunksize": chunksize})
+
+
+def startup_threaded(peer: PeerSpec, ctx: Context) -> Outcome:
+    request = {"case": "startup_threaded", "peer": peer.key, "workers": ctx.workers}
+    run = procs.run_child(request, ctx.config.child_timeout)
+    if run.leaked:
+        ctx.note(f"{peer.label} startup_threaded: processes outlived the child (killed): {'; '.join(run.leaked)}")
+    if run.result is None:
+        last = run.stages[-1] if run.stages else "start"
+        if run.timed_out:
+            return Outcome.failed("hang", after=last)
+        return Outcome.failed(f"error (child exited {run.returncode} after {last}: {_last_line(run.stderr)})")
+    detail: dict[str, float | str] = run.result.get("detail", {})
+    for which in ("first", "second"):
+        kept = detail.pop(f"kept_{which}", None)
+        said = f"{peer.label} startup_threaded: still running 2 s after the {which} pool was closed (left alone)"
+        if kept and not any(note.startswith(said) for note in ctx.notes):  # once: the pids vary
+            ctx.note(f"{said}, first repeat: {kept}")
+        fresh = detail.get(f"fresh_{which}")
+        said = f"{peer.label} startup_threaded: fresh interpreters of the {which} pool"
+        if fresh and not any(note.startswith(said) for note in ctx.notes):  # once: their arguments vary
+            ctx.note(f"{said}, first repeat: {fresh}")
+    if run.timed_out:
+        detail["shutdown"] = "hung after the result"
+    return Outcome(run.result.get("value"), run.result["status"], detail)
+
+
+# Runs the timed imports alone in a fresh interpreter. Nothing is imported before them but
+# what every interpreter loads at start (sys and time are built in); json comes after.
+_IMPORT_SCRIPT = """\
+import sys, time
+loaded = len(sys.modules)
+start = time.perf_counter()
+{statement}
+elapsed = time.perf_counter() - start
+modules = len(sys.modules) - loaded
+import json
+print("RESULT " + json.dumps({{"status": "ok", "value": elapsed * 1000, "detail": {{"modules": modules}}}}), flush=True)
+"""
+
+
+def import_time(peer: PeerSpec, ctx: Context) -> Outcome:
+    """The peer's imports timed inside a fresh ``python -c``, after one untimed run.
+
+    Both runs keep their bytecode in a cache of their own (``PYTHONPYCACHEPREFIX``, writing
+    allowed whatever ``PYTHONDONTWRITEBYTECODE`` says): the untimed run compiles, the timed
+    one reads, as after an install, whatever state the checkout's ``__pycache__`` is in.
+    """
+    code = _IMPORT_SCRIPT.format(statement=peer.import_statement())
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="robustpool-bench-pycache-") as cache:
+        environ: dict[str, str | None] = {"PYTHONPYCACHEPREFIX": cache, "PYTHONDONTWRITEBYTECODE": None}
+        for _ in ("untimed", "timed"):
+            run = procs.run_python(code, ctx.config.child_timeout, environ)
+            if run.leaked:
+                ctx.note(f"{peer.label} import: processes outlived the child (killed): {'; '.join(run.leaked)}")
+            if run.result is None:
+                if run.timed_out:
+                    return Outcome.failed("hang", after="importing")
+                return Outcome.failed(f"error (child exited {run.returncode}: {_last_line(run.stderr)})")
+            result = run.result
+    return Outcome(result.get("value"), result["status"], result.get("detail", {}))
 
 
 def _last_line(text: str) -> str:
@@ -349,6 +447,51 @@ def _recovery_detail(row: Row, ctx: Context) -> str:
     return "; ".join(parts)
 
 
+def _median_of(row: Row, key: str) -> float | None:
+    """The median of a numeric detail over the row's successful repeats."""
+    values = sorted(float(o.detail[key]) for o in row.outcomes if o.ok and isinstance(o.detail.get(key), int | float))
+    return values[len(values) // 2] if values else None
+
+
+def _startup_threaded_detail(row: Row, ctx: Context) -> str:
+    """The owner's threads when the pool was built and the processes it had started by its
+    first result (how many of them fresh interpreters), over the repeats."""
+    which = "second" if row.case == STARTUP_THREADED_2ND else "first"
+    threads = sorted({int(float(t)) for t in _detail_values(row, f"threads_{which}")})
+    started = _median_of(row, f"started_{which}")
+    fresh = sorted({len(str(f).split(" | ")) if f else 0 for f in _detail_values(row, f"fresh_{which}")})
+    parts = []
+    if threads:
+        parts.append(f"owner threads {'/'.join(map(str, threads))}")
+    if started is not None:
+        parts.append(f"{started:.0f} processes started, {'/'.join(map(str, fresh))} fresh interpreter(s)")
+    if _detail_values(row, "shutdown"):
+        parts.append("shutdown hung after the result")
+    return "; ".join(parts)
+
+
+def _import_detail(row: Row, ctx: Context) -> str:
+    spec = next((p for p in PEERS.values() if p.label == row.peer), None)
+    modules = _median_of(row, "modules")
+    statement = spec.import_statement() if spec is not None else ""
+    return "; ".join(part for part in (statement, f"{modules:.0f} modules loaded" if modules is not None else "") if part)
+
+
+# What leaving ``with pool:`` does, per peer (their own __exit__).
+_EXIT_SEMANTICS = {
+    ROBUSTPOOL: "__exit__: close() + join()",
+    STDLIB: "__exit__: terminate()",
+    PPE: "__exit__: shutdown(wait=True)",
+    "loky": "__exit__: shutdown(wait=True)",
+    "pebble": "__exit__: close() + join()",
+    "mpire": "__exit__: terminate()",
+}
+
+
+def _exit_detail(row: Row, ctx: Context) -> str:
+    return next((text for key, text in _EXIT_SEMANTICS.items() if PEERS[key].label == row.peer), "")
+
+
 def _memory_detail(row: Row, ctx: Context) -> str:
     ok = [o for o in row.outcomes if o.ok]
     if not ok:
@@ -358,6 +501,15 @@ def _memory_detail(row: Row, ctx: Context) -> str:
     n_small, n_large = ctx.config.size(10**4, 10), ctx.config.size(10**6, 1000)
     capped = " (input capped with islice: stdlib imap drains an infinite generator)" if row.peer == "mp.Pool" else ""
     return f"{n_small:,} items: {small:.1f} MiB; {n_large:,} items: {large:.1f} MiB; x{large / small:.2f}{capped}"
+
+
+@dataclass(frozen=True)
+class Part:
+    """Another row of a case: the value under ``key`` in the detail of each of its repeats."""
+
+    name: str  # the rows' case column
+    key: str
+    about: str
 
 
 @dataclass(frozen=True)
@@ -373,6 +525,7 @@ class Case:
     only_peers: tuple[str, ...] = ()  # empty: every peer (but a variant only in the cases it names)
     reference: str = STDLIB  # the "x stdlib" peer of the rows whose own twin did not run here
     thread_reference: str = THREADPOOL  # the same, for the rows of thread pools
+    parts: tuple[Part, ...] = ()  # more rows of this case (summarized by ``summarize`` too)
 
     def runs(self, peer: PeerSpec) -> bool:
         """Whether ``peer`` is measured in this case."""
@@ -380,6 +533,10 @@ class Case:
             return False
         return not self.only_peers or peer.key in self.only_peers
 
+
+STARTUP_THREADED_2ND = "startup_threaded_2nd"
+# The process pools (no variant, no thread pool): the peers of the start-up and shutdown cases.
+PROCESS_PEERS = tuple(key for key, spec in PEERS.items() if not spec.threads and spec.variant_of is None)
 
 CASES: dict[str, Case] = {
     case.name: case
@@ -422,6 +579,41 @@ CASES: dict[str, Case] = {
         Case("cpu_1ms", "tasks/s", True, "2,000 tasks of ~1 ms pure-Python work, chunksize 1", cpu_1ms, _cpu_detail),
         Case("payload_1MB", "MiB/s", True, "300 tasks echoing 1 MiB of bytes, chunksize 1", payload_1mb),
         Case("startup", "ms", False, "pool construction to the first result of a trivial task", startup),
+        Case(
+            "startup_threaded",
+            "ms",
+            False,
+            "startup in a fresh owner already running a second thread (idle on an Event): its first pool",
+            startup_threaded,
+            _startup_threaded_detail,
+            only_peers=PROCESS_PEERS,
+            parts=(
+                Part(
+                    STARTUP_THREADED_2ND,
+                    "second",
+                    "the same owner's second pool, built after the first was closed, the thread still alive",
+                ),
+            ),
+        ),
+        Case(
+            "import",
+            "ms",
+            False,
+            "the peer's import (from robustpool import RobustPool, ...) timed inside a fresh interpreter",
+            import_time,
+            _import_detail,
+            only_peers=PROCESS_PEERS,
+        ),
+        Case(
+            "exit",
+            "ms",
+            False,
+            "leaving `with pool:` on a warm pool (every worker ran a task, results taken): each peer's own __exit__;"
+            " mp.Pool's and mpire's terminate() their workers, the others close and join them",
+            exit_with,
+            _exit_detail,
+            only_peers=PROCESS_PEERS,
+        ),
         Case("recovery", "ms", False, "SIGKILL of a busy worker to the next trivial result", recovery, _recovery_detail),
         Case(
             "imap_memory",

@@ -19,6 +19,7 @@ class Config:
     recovery_timeout: float = 10.0  # per recovery child, as the brief asks
     case_timeout: float = 120.0  # bound on one in-process measurement
     memory_timeout: float = 120.0  # bound on one imap_memory child
+    child_timeout: float = 30.0  # bound on one startup_threaded or import child
     # The slow cases run fewer repeats (a cap on ``repeats``). cpu_1ms and payload_1MB keep
     # five: their spread between repeats on a shared 2-core machine is +-15%.
     max_repeats: tuple[tuple[str, int], ...] = (
@@ -44,5 +45,6 @@ def quick(repeats: int | None = None) -> Config:
         scale=0.1,
         recovery_timeout=5.0,
         case_timeout=60.0,
+        child_timeout=15.0,
         max_repeats=(("recovery", 2), ("imap_memory", 1)),
     )

@@ -15,6 +15,9 @@ cases, and per call it costs a fraction of a process pool, so a process row rank
 thread row would say nothing about either; the process rows read the same with or without
 thread pools in the run. A row with ``rivals`` (robustpool's thread pools) is also compared
 with the faster of them, when all ran: the issue asks for at least the faster one's speed.
+
+A case's ``parts`` become rows of their own after the case's rows, ranked in the same way,
+from a value every repeat left in its detail (a repeat without it fails in that row).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from typing import TextIO
 
 from . import procs
-from .cases import CASES, Case, Context, prepare
+from .cases import CASES, Case, Context, Part, prepare
 from .config import Config
 from .deadline import DeadlineExceeded, deadline
 from .machine import describe
@@ -107,14 +110,32 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
                     stopped.add(peer.key)
                 shown = f"{outcome.value:,.1f} {case.unit}" if outcome.ok and outcome.value is not None else outcome.status
                 _progress(progress, f"[{time.monotonic() - started:6.1f}s] {case.name} {r + 1}/{repeats} {peer.label}: {shown}")
-        _rank(case_rows, {p.key: p for p in case_peers}, case)
-        for row in case_rows.values():
-            row.detail = case.summarize(row, ctx)
-        rows += case_rows.values()
+        for part_rows in (case_rows, *(_part_rows(case_rows, part) for part in case.parts)):
+            _rank(part_rows, {p.key: p for p in case_peers}, case)
+            for row in part_rows.values():
+                row.detail = case.summarize(row, ctx)
+            rows += part_rows.values()
     notes += _standard_notes(cases, peers, ctx)
     notes += list(ctx.notes)
-    about = {case.name: case.about for case in cases}
+    about = {name: text for case in cases for name, text in ((case.name, case.about), *((p.name, p.about) for p in case.parts))}
     return Report(rows, machine, notes, time.monotonic() - started, about)
+
+
+def _part_rows(rows: dict[str, Row], part: Part) -> dict[str, Row]:
+    """The rows of ``part``: each repeat's value under ``part.key``, its failures as they were."""
+    out = {}
+    for key, row in rows.items():
+        outcomes = []
+        for o in row.outcomes:
+            value = o.detail.get(part.key)
+            if not o.ok:
+                outcomes.append(Outcome(None, o.status, o.detail))
+            elif isinstance(value, int | float):
+                outcomes.append(Outcome(float(value), detail=o.detail))
+            else:
+                outcomes.append(Outcome(None, f"error (no {part.key} value)", o.detail))
+        out[key] = Row(part.name, row.peer, row.unit, row.higher_is_better, outcomes)
+    return out
 
 
 def _best(rows: list[Row]) -> Row | None:
@@ -190,6 +211,31 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
             f"recovery: in a fresh child per repeat (limit {ctx.config.recovery_timeout:g} s): warm pool, a task SIGKILLs its"
             " worker, its error is awaited, then one trivial task; time from the kill to that result"
         )
+    if "startup_threaded" in names:
+        notes.append(
+            f"startup_threaded: in a fresh child per repeat (limit {ctx.config.child_timeout:g} s) that first starts a"
+            " second Python thread, idle on an Event until both pools are done: its first pool (construction to the first"
+            " trivial result, then closed), then, once that pool's processes and threads are gone (bounded wait), a second"
+            " pool timed the same way (row startup_threaded_2nd); the detail counts the processes each pool had started by"
+            " then and how many were fresh interpreters (a command line other than their parent's) rather than forks"
+        )
+    if "import" in names:
+        notes.append(
+            f"import: a fresh `python -c` per repeat (limit {ctx.config.child_timeout:g} s), perf_counter around the"
+            " peer's import statement (the detail), nothing imported before it; each after an untimed run that compiled"
+            " the bytecode into a cache of its own (PYTHONPYCACHEPREFIX), so the timed run reads it as after an install;"
+            " mp.Pool's import includes multiprocessing.pool, which multiprocessing.Pool() imports"
+            " at its first call; the detail also gives how many modules the import loaded"
+        )
+    if "exit" in names:
+        notes.append(
+            "exit: a fresh pool, `with pool:` around a warm-up (every worker ran a task, every result taken), then the time"
+            " from the block's last statement to just after __exit__ returned; each peer's own __exit__ (the detail):"
+            " mp.Pool's is terminate() (its workers are stopped at once, not closed) and so is mpire's; the others close"
+            " the pool and wait for their workers to exit"
+        )
+    if names & {"startup_threaded", "import", "exit"}:
+        notes.append("startup_threaded, import, exit: process pools only (the thread pools start no process)")
     if "imap_memory" in names:
         notes.append(
             f"imap_memory: peak RSS (VmHWM) of a fresh owner process per run, chunksize {ctx.config.size(100)};"

@@ -50,7 +50,15 @@ they compare with it. The thread pools run only in ``THREAD_CASES``, where a thr
 what a process does: the per-call and per-item overhead cases and startup. Not in recovery
 (its task SIGKILLs its worker: on threads, the owner itself), cpu_1ms (pure-Python work holds
 the GIL, so it would measure the GIL, not the pool), payload_1MB (bytes pass by reference:
-nothing travels) or imap_memory (robustpool and multiprocessing only).
+nothing travels) or imap_memory (robustpool and multiprocessing only), nor in the process
+pools' start-up and shutdown cases (startup_threaded, import, exit).
+
+``imports`` are what a program imports to use a peer's pool (``from robustpool import
+RobustPool``): the ``import`` case times them in a fresh interpreter, and ``load()`` runs them
+before any case, so no other case times them (robustpool and ``concurrent.futures`` load their
+pool classes lazily, and ``multiprocessing.Pool()`` imports ``multiprocessing.pool`` at its
+first call). ``context()`` is the peer's own pool object, whose ``with`` block the ``exit``
+case leaves.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ import importlib.util
 import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -135,6 +144,10 @@ class PoolHandle(abc.ABC):
         return None
 
     @abc.abstractmethod
+    def context(self) -> AbstractContextManager[Any]:
+        """The peer's own pool object, as ``with`` uses it (its ``__exit__`` is the peer's)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Graceful shutdown: let the workers exit and wait for them (bounded)."""
 
@@ -165,6 +178,9 @@ class RobustPoolHandle(PoolHandle):
     def async_caller(self) -> Issue | None:
         apply_async = self._pool.apply_async
         return lambda f, x: apply_async(f, (x,))  # an AsyncResult is awaitable
+
+    def context(self) -> AbstractContextManager[Any]:
+        return self._pool
 
     def close(self) -> None:
         self._pool.close()
@@ -207,6 +223,9 @@ class RobustExecutorHandle(PoolHandle):
     def async_caller(self) -> Issue | None:
         return self._executor.submit  # a RobustFuture is awaitable
 
+    def context(self) -> AbstractContextManager[Any]:
+        return self._executor
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
@@ -232,6 +251,9 @@ class MultiprocessingHandle(PoolHandle):
     def caller(self) -> tuple[Issue, Take]:
         apply_async = self._pool.apply_async
         return (lambda f, x: apply_async(f, (x,))), _get
+
+    def context(self) -> AbstractContextManager[Any]:
+        return self._pool
 
     def close(self) -> None:
         # Pool.join() takes no timeout; the caller's deadline bounds it.
@@ -272,6 +294,10 @@ class ExecutorHandle(PoolHandle):
         executor = self._get()
         run_in_executor = asyncio.get_running_loop().run_in_executor
         return lambda f, x: run_in_executor(executor, f, x)
+
+    def context(self) -> AbstractContextManager[Any]:
+        executor: AbstractContextManager[Any] = self._get()  # Executor.__exit__: shutdown(wait=True)
+        return executor
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -360,6 +386,9 @@ class PebbleHandle(PoolHandle):
         loop = asyncio.get_running_loop()
         return lambda f, x: asyncio.wrap_future(schedule(f, args=(x,)), loop=loop)
 
+    def context(self) -> AbstractContextManager[Any]:
+        return self._pool  # type: ignore[no-any-return]
+
     def close(self) -> None:
         self._pool.close()
         self._pool.join(CLOSE_TIMEOUT)
@@ -395,6 +424,9 @@ class MpireHandle(PoolHandle):
         apply_async = self._pool.apply_async
         return (lambda f, x: apply_async(f, (x,))), _get
 
+    def context(self) -> AbstractContextManager[Any]:
+        return self._pool  # type: ignore[no-any-return]
+
     def close(self) -> None:
         self._pool.stop_and_join()
 
@@ -425,6 +457,9 @@ class PeerSpec:
     # Peers it should at least match: the detail of the per-call cases gives its ratio to
     # the faster of them, when all of them ran in the case.
     rivals: tuple[str, ...] = ()
+    # What a program imports to use the pool: (module, name) is ``from module import name``,
+    # (module, None) is ``import module``. Timed by the import case, run by load().
+    imports: tuple[tuple[str, str | None], ...] = ()
 
     def missing(self) -> str | None:
         """Why the peer cannot run here, or None when it can."""
@@ -438,8 +473,16 @@ class PeerSpec:
         return None
 
     def load(self) -> None:
-        """Import the peer's module now, so no case times an import."""
+        """Import the peer's module and its ``imports`` now, so no case times an import."""
         importlib.import_module(self.module)
+        for module, name in self.imports:
+            loaded = importlib.import_module(module)
+            if name is not None:
+                getattr(loaded, name)  # a lazy attribute (robustpool's, concurrent.futures') imports here
+
+    def import_statement(self) -> str:
+        """``imports`` as Python source (one line), as the import case runs it."""
+        return "; ".join(f"import {module}" if name is None else f"from {module} import {name}" for module, name in self.imports)
 
     def version(self) -> str:
         if self.distribution is None:
@@ -458,7 +501,7 @@ def mp_default_chunksize(n: int, workers: int) -> int:
 PEERS: dict[str, PeerSpec] = {
     spec.key: spec
     for spec in (
-        PeerSpec(ROBUSTPOOL, "robustpool", "robustpool", "robustpool", RobustPoolHandle),
+        PeerSpec(ROBUSTPOOL, "robustpool", "robustpool", "robustpool", RobustPoolHandle, imports=(("robustpool", "RobustPool"),)),
         PeerSpec(
             "robustpool-submit",
             "robustpool.submit",
@@ -479,8 +522,25 @@ PEERS: dict[str, PeerSpec] = {
             variant_of=ROBUSTPOOL,
             only_cases=CALL_CASES,
         ),
-        PeerSpec(STDLIB, "mp.Pool", "multiprocessing", None, MultiprocessingHandle),
-        PeerSpec(PPE, "PPE", "concurrent.futures", None, ExecutorHandle, default_chunksize=False),
+        PeerSpec(
+            STDLIB,
+            "mp.Pool",
+            "multiprocessing",
+            None,
+            MultiprocessingHandle,
+            # multiprocessing.Pool is a method of the default context that imports
+            # multiprocessing.pool when first called: the import a program pays for the pool.
+            imports=(("multiprocessing", "Pool"), ("multiprocessing.pool", None)),
+        ),
+        PeerSpec(
+            PPE,
+            "PPE",
+            "concurrent.futures",
+            None,
+            ExecutorHandle,
+            default_chunksize=False,
+            imports=(("concurrent.futures", "ProcessPoolExecutor"),),
+        ),
         PeerSpec(
             "loky",
             "loky",
@@ -488,18 +548,22 @@ PEERS: dict[str, PeerSpec] = {
             "loky",
             LokyHandle,
             default_chunksize=False,
+            imports=(("loky", None),),
             notes=(
                 "loky: get_reusable_executor(max_workers=2) fetched for every call (once per batch in the calls cases);"
                 " it replaces a broken executor",
             ),
         ),
-        PeerSpec("pebble", "pebble", "pebble", "Pebble", PebbleHandle, default_chunksize=False),
+        PeerSpec(
+            "pebble", "pebble", "pebble", "Pebble", PebbleHandle, default_chunksize=False, imports=(("pebble", "ProcessPool"),)
+        ),
         PeerSpec(
             "mpire",
             "mpire",
             "mpire",
             "mpire",
             MpireHandle,
+            imports=(("mpire", "WorkerPool"),),
             notes=(
                 "mpire: WorkerPool(n_jobs=2, keep_alive=True) so workers persist between calls;"
                 " tqdm's monitor thread disabled (tqdm.monitor_interval = 0), it outlived the pool",

@@ -6,6 +6,10 @@
 * ``reap_children`` waits (bounded) for processes a pool left behind, kills them and says so.
 * ``run_child`` runs ``python -m benchmarks.child`` in its own session with a timeout; on
   timeout it kills the whole tree, and afterwards it kills whatever is left in that session.
+  ``run_python`` does the same for a ``python -c`` script (the import case: nothing of the
+  harness may be imported before what it times).
+* ``started_since`` says which processes a pool started, and which of them are fresh
+  interpreters rather than forks (how a peer starts its processes, in a threaded owner).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import psutil
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # Helper processes some peers keep for the life of the owner (loky and multiprocessing
-# resource trackers); they are not leaks.
-_LONG_LIVED = ("resource_tracker",)
+# resource trackers, robustpool's forkserver, which an owner running threads forks its
+# supervisors from); they are not leaks, and killing one would break the owner's next pool.
+_LONG_LIVED = ("resource_tracker", "robustpool._process._forkserver")
 
 
 def thread_count() -> int:
@@ -108,6 +113,59 @@ def reap_children(before: set[int], timeout: float = 2.0) -> list[str]:
     return described
 
 
+def _cmdline(proc: psutil.Process) -> list[str] | None:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return None
+
+
+def _short(cmdline: list[str]) -> str:
+    """A command line without the interpreter's path, cut to 120 characters."""
+    words = [os.path.basename(cmdline[0]), *cmdline[1:]] if cmdline else []
+    text = " ".join(words)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def started_since(before: set[int]) -> tuple[int, list[str]]:
+    """How many live descendants are not in ``before``, and the (short) command lines of
+    those among them that are fresh interpreters.
+
+    A process whose command line is its parent's is taken for a fork of it (fork does not
+    change the command line); any other was exec'd: a fresh interpreter, which pays for its
+    start and its imports. A pool's supervisor forked from a fresh forkserver is a fork.
+    """
+    try:
+        new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _alive(p)]
+    except psutil.Error:
+        return 0, []
+    fresh = []
+    for proc in new:
+        try:
+            parent = proc.parent()
+        except psutil.Error:
+            parent = None
+        own = _cmdline(proc)
+        if own is not None and parent is not None and own != _cmdline(parent):
+            fresh.append(_short(own))
+    return len(new), fresh
+
+
+def wait_children(before: set[int], timeout: float = 2.0) -> list[str]:
+    """Wait up to ``timeout`` s for descendants not in ``before`` to exit; describe the rest
+    (left running: a helper a peer keeps for the owner's life, such as a forkserver)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _alive(p)]
+        except psutil.Error:
+            new = []
+        new = [p for p in new if not _long_lived(p)]
+        if not new or time.monotonic() >= deadline:
+            return [_describe(p) for p in new]
+        time.sleep(0.01)
+
+
 def _session_members(sid: int) -> list[psutil.Process]:
     members = []
     for pid in psutil.pids():
@@ -133,21 +191,36 @@ class ChildRun:
 
 def run_child(request: dict[str, Any], timeout: float) -> ChildRun:
     """Run one isolated measurement; kill its whole process tree if it overruns ``timeout``."""
+    return _run_python(["-m", "benchmarks.child", json.dumps(request)], timeout)
+
+
+def run_python(code: str, timeout: float, environ: dict[str, str | None] | None = None) -> ChildRun:
+    """Run ``python -c code`` as ``run_child`` runs a measurement (its RESULT and STAGE lines),
+    with ``environ`` applied to the environment (None: the variable removed)."""
+    return _run_python(["-c", code], timeout, environ or {})
+
+
+def _run_python(args: list[str], timeout: float, environ: dict[str, str | None] | None = None) -> ChildRun:
     env = dict(os.environ)
+    for name, value in (environ or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     # The child's temporary files go in a directory of ours, removed whatever became of the
     # child: one killed at its timeout (a peer that hangs at a death) cannot clean up itself.
     scratch = tempfile.mkdtemp(prefix="robustpool-bench-")
     env["TMPDIR"] = scratch
     try:
-        return _run_in(request, timeout, env)
+        return _run_in(args, timeout, env)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run_in(request: dict[str, Any], timeout: float, env: dict[str, str]) -> ChildRun:
+def _run_in(args: list[str], timeout: float, env: dict[str, str]) -> ChildRun:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.child", json.dumps(request)],
+        [sys.executable, *args],
         cwd=PACKAGE_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
