@@ -221,6 +221,28 @@ def test_a_killed_forkserver_costs_no_pool(tmp_path: Path) -> None:
     assert closed_in < 5.0
 
 
+def test_a_forkserver_killed_between_pools_is_replaced_at_the_next_pool(tmp_path: Path) -> None:
+    """Nothing used the dead forkserver after its death (no pool ran): the next pool's
+    request finds its socket broken, and a new forkserver takes the request."""
+    done = _run(
+        tmp_path,
+        """
+        import signal
+        with RobustPool(1) as pool:
+            pool.apply(abs, (1,))
+        first = _forkserver.server_pid()
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.2)
+        with RobustPool(1) as pool:
+            value = pool.apply(abs, (-4,))
+            second = _forkserver.server_pid()
+        print(json.dumps([first, second, value]))
+        """,
+    )
+    first, second, value = _last_json(done)
+    assert value == 4 and second not in (None, first)
+
+
 def test_a_child_forked_by_the_owner_gets_a_forkserver_of_its_own(tmp_path: Path) -> None:
     done = _run(
         tmp_path,

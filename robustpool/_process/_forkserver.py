@@ -81,6 +81,11 @@ class ForkserverError(OSError):
     """The forkserver could not start a supervisor (it is gone, or did not answer)."""
 
 
+class ForkserverGone(ForkserverError):
+    """The request never reached the forkserver: it died since it was last used (the OOM
+    killer, say). Nothing was started, so the request may go to a new one."""
+
+
 # -- the owner's side -------------------------------------------------------------------
 
 
@@ -111,6 +116,10 @@ class Forkserver:
                 raise ForkserverError("the forkserver is gone")
             try:
                 socket.send_fds(self.sock, [pickle.dumps(request)], [control_fd, *std])
+            except OSError as exc:
+                self._lost()
+                raise ForkserverGone(f"the forkserver is gone: {exc!r}") from exc
+            try:
                 deadline = time.monotonic() + _REPLY_TIMEOUT
                 while True:
                     left = deadline - time.monotonic()
@@ -206,6 +215,18 @@ def prestart(start_method: str | None) -> None:
     if choose(start_method) == "forkserver":
         with contextlib.suppress(OSError):  # the pool's own start will say what is wrong
             current()
+
+
+def start_supervisor(control_fd: int) -> tuple[Forkserver, int]:
+    """Have this process's forkserver fork a supervisor serving ``control_fd``: (the
+    forkserver, the supervisor's pid). A forkserver found dead is replaced once; a request
+    it may have received is never sent twice (two supervisors would serve one socket)."""
+    server = current()
+    try:
+        return server, server.start_supervisor(control_fd)
+    except ForkserverGone:
+        server = current()
+        return server, server.start_supervisor(control_fd)
 
 
 def current() -> Forkserver:

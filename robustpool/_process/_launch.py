@@ -108,8 +108,7 @@ def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> Superviso
 
 
 def _start_by_forkserver(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
-    server = _forkserver.current()
-    pid = server.start_supervisor(sup_end.fileno())
+    server, pid = _forkserver.start_supervisor(sup_end.fileno())
     proc = SupervisorProcess(pid, Channel(owner_end), "forkserver", forkserver=server)
     _send_authkey(proc)
     return proc
