@@ -1,7 +1,9 @@
 """The control plane: typed messages between the owner and its supervisor.
 
-The control socket is a Unix stream socket. Each message is a frozen dataclass, pickled with
-the standard pickler and length-prefixed; messages that hand over file descriptors (a new
+The control socket is a Unix stream socket. Each message is a named tuple (immutable, and about
+half a frozen dataclass's cost to define: this module is on the way to every first pool's
+first result, in the owner and in the forkserver), pickled with the standard
+pickler and length-prefixed; messages that hand over file descriptors (a new
 worker's data socket and progress slot) carry them as SCM_RIGHTS ancillary data on the same
 ``sendmsg`` call. The receiver queues descriptors in arrival order and each message takes
 the number it declares, so it does not matter how the kernel splits the byte stream.
@@ -16,7 +18,7 @@ import pickle
 import socket
 import struct
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _LEN = struct.Struct("<I")
 _MAX_FDS = 16
@@ -33,16 +35,14 @@ TERM_GRACE = 1.0
 # --- owner -> supervisor ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SpawnWorker:
+class SpawnWorker(NamedTuple):
     """Fork a worker that uses the two attached descriptors: data socket, progress slot."""
 
     key: int
     nfds: int = 2
 
 
-@dataclass(frozen=True, slots=True)
-class KillWorker:
+class KillWorker(NamedTuple):
     """Kill one worker's whole process group with ``sig``; ``reason`` is echoed back.
 
     With ``task_id`` (the oldest task the worker holds), only while the worker has not gone
@@ -59,8 +59,7 @@ class KillWorker:
     after: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Watch:
+class Watch(NamedTuple):
     """Check the workers every ``interval`` seconds from now on: deadlines in their
     progress slots and, with ``memory_limit`` (bytes), the RSS of each worker's process
     tree. Sent at start when the pool has a memory limit, and before the first task that
@@ -70,16 +69,14 @@ class Watch:
     memory_limit: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Prepare:
+class Prepare(NamedTuple):
     """Sent first to a supervisor started as a fresh interpreter: the owner's
     ``multiprocessing`` authkey, so manager proxies work in its workers."""
 
     authkey: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Shutdown:
+class Shutdown(NamedTuple):
     """Stop every worker, reap them all, say Goodbye and exit.
 
     Polite: wait up to ``grace`` seconds for workers to exit by themselves (the owner has
@@ -94,14 +91,12 @@ class Shutdown:
 # --- supervisor -> owner ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerStarted:
+class WorkerStarted(NamedTuple):
     key: int
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerExited:
+class WorkerExited(NamedTuple):
     """A worker was reaped. ``exitcode`` is negative for a signal, as in Popen."""
 
     key: int
@@ -112,29 +107,25 @@ class WorkerExited:
     last_rss: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MemoryHigh:
+class MemoryHigh(NamedTuple):
     """A worker's RSS passed the soft memory limit: recycle it after its current task."""
 
     key: int
     rss: int
 
 
-@dataclass(frozen=True, slots=True)
-class Samples:
+class Samples(NamedTuple):
     """The latest RSS (bytes) of each worker's process tree, sent about twice a second."""
 
     rss: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SpawnFailed:
+class SpawnFailed(NamedTuple):
     key: int
     error: str
 
 
-@dataclass(frozen=True, slots=True)
-class Goodbye:
+class Goodbye(NamedTuple):
     """The supervisor has reaped every worker and is about to exit."""
 
 

@@ -55,7 +55,7 @@ _MAX_PACKET = 1 << 20  # a request carries the environment: far under this
 class Start(NamedTuple):
     """Fork a supervisor on the control socket passed with this message. (The messages are
     named tuples, not dataclasses: they are made at import in the owner's first pool, on
-    the way to its first result, and cost a tenth as much.)"""
+    the way to its first result, and cost about half as much.)"""
 
     cwd: bytes
     path: list[str]
