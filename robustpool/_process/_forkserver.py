@@ -332,6 +332,8 @@ def _spawn(fd: int) -> subprocess.Popen[bytes]:
 
 def main(fd: int) -> int:  # pragma: no cover - runs in the forkserver process
     """Entry point of the forkserver: preload, then fork supervisors on request."""
+    import multiprocessing.process  # noqa: F401  (each supervisor sets the owner's authkey there)
+
     from ._supervisor import preload
 
     preload()
