@@ -98,18 +98,9 @@ def _kill_all(procs: list[psutil.Process], timeout: float) -> None:
 
 def reap_children(before: set[int], timeout: float = 2.0) -> list[str]:
     """Wait up to ``timeout`` s for descendants not in ``before`` to exit; kill and describe the rest."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _alive(p)]
-        except psutil.Error:
-            new = []
-        new = [p for p in new if not _long_lived(p)]
-        if not new or time.monotonic() >= deadline:
-            break
-        time.sleep(0.01)
-    described = [_describe(p) for p in new]
-    _kill_all(new, timeout)
+    left = _outliving(before, timeout)
+    described = [_describe(p) for p in left]
+    _kill_all(left, timeout)
     return described
 
 
@@ -154,6 +145,12 @@ def started_since(before: set[int]) -> tuple[int, list[str]]:
 def wait_children(before: set[int], timeout: float = 2.0) -> list[str]:
     """Wait up to ``timeout`` s for descendants not in ``before`` to exit; describe the rest
     (left running: a helper a peer keeps for the owner's life, such as a forkserver)."""
+    return [_describe(p) for p in _outliving(before, timeout)]
+
+
+def _outliving(before: set[int], timeout: float) -> list[psutil.Process]:
+    """Descendants not in ``before`` (and not long-lived helpers) still alive after waiting
+    up to ``timeout`` s for them to exit."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -162,7 +159,7 @@ def wait_children(before: set[int], timeout: float = 2.0) -> list[str]:
             new = []
         new = [p for p in new if not _long_lived(p)]
         if not new or time.monotonic() >= deadline:
-            return [_describe(p) for p in new]
+            return new
         time.sleep(0.01)
 
 

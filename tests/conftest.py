@@ -25,14 +25,9 @@ _DUMP_FD = pytest.StashKey[int]()
 
 
 def _children() -> list[psutil.Process]:
-    from robustpool._process._forkserver import server_pid
+    from robustpool._chaos._leaks import alive, descendants  # which leaves the forkserver out
 
-    forkserver = server_pid()
-    try:
-        procs = psutil.Process().children(recursive=True)
-        return [p for p in procs if p.pid != forkserver and p.status() != psutil.STATUS_ZOMBIE]
-    except psutil.Error:
-        return []
+    return alive(descendants(os.getpid()))
 
 
 @pytest.fixture(autouse=True)

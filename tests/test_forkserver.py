@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from robustpool import RobustPool
+from robustpool._chaos._leaks import alive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -290,16 +291,6 @@ def test_a_supervisor_killed_under_the_forkserver_is_reported_with_its_signal(ca
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
-    alive = procs
-    while True:
-        alive = [p for p in alive if _running(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
+    while (left := alive(procs)) and time.monotonic() < deadline:
         time.sleep(0.02)
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return left

@@ -45,8 +45,6 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from ._oscalls import faulthandler_to_stderr, max_fd
-
 _REPLY_TIMEOUT = 30.0  # the first request waits for the forkserver's own start too
 _EXIT_GRACE = 1.0  # a forkserver told to go (owner exiting) is killed after this
 _MAX_PACKET = 1 << 20  # a request carries the environment: far under this
@@ -164,23 +162,22 @@ class Forkserver:
 
     def _lost(self) -> None:
         """The forkserver is gone or unusable: stop using it (a new one starts on demand)."""
-        self.alive = False
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        with contextlib.suppress(OSError):
-            self.popen.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(_EXIT_GRACE)
+        self._close(grace=0.0)
 
     def stop(self) -> None:
         """Let the forkserver go (it exits at the end of its socket) and reap it, bounded."""
         with self.lock:
-            self.alive = False
-            with contextlib.suppress(OSError):
-                self.sock.close()
-        try:
-            self.popen.wait(_EXIT_GRACE)
-        except subprocess.TimeoutExpired:
+            self._close(grace=_EXIT_GRACE)
+
+    def _close(self, grace: float) -> None:
+        """Close our end, give the forkserver ``grace`` seconds to exit, then kill and reap
+        it (bounded). Called with ``lock`` held."""
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(grace)
+        if self.popen.returncode is None:
             with contextlib.suppress(OSError):
                 self.popen.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -233,30 +230,35 @@ def current() -> Forkserver:
     """This process's forkserver, started on first use (and again after it died)."""
     global _current
     with _current_lock:
-        server = _current
-        if server is None or not server.alive or server.owner != os.getpid():
-            if server is None:
+        server = _running()
+        if server is None:
+            if _current is None:
                 atexit.register(_stop_current)
             server = _current = Forkserver()
         return server
 
 
-def server_pid() -> int | None:
-    """The pid of this process's forkserver, if one runs (leak checks leave it out: it lives
-    as long as its owner, by design)."""
+def _running() -> Forkserver | None:
+    """This process's forkserver if it is usable: alive, and started by this very process
+    (``owner`` also covers a fork that bypassed ``os.register_at_fork``)."""
     server = _current
     if server is None or not server.alive or server.owner != os.getpid():
         return None
-    return server.popen.pid
+    return server
+
+
+def server_pid() -> int | None:
+    """The pid of this process's forkserver, if one runs (leak checks leave it out: it lives
+    as long as its owner, by design)."""
+    server = _running()
+    return None if server is None else server.popen.pid
 
 
 def server_fds() -> set[int]:
     """The descriptors this process holds for its forkserver (fd-growth checks leave them
     out, as leak checks leave out its process)."""
-    server = _current
-    if server is None or not server.alive or server.owner != os.getpid():
-        return set()
-    fd = server.sock.fileno()
+    server = _running()
+    fd = -1 if server is None else server.sock.fileno()
     return {fd} if fd >= 0 else set()
 
 
@@ -406,13 +408,10 @@ def _fork_supervisor(request: Start, fds: list[int]) -> Started | Failed:  # pra
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         control = fcntl.fcntl(control, fcntl.F_DUPFD, 3)  # clear of fds 0-2, which come next
         _become(request, stdout, stderr)
-        from ._supervisor import serve
+        from ._supervisor import serve_forked
 
         # Nothing of the forkserver's (its socket, its wakeup pipe) or of the request stays.
-        os.closerange(3, control)
-        os.closerange(control + 1, max_fd())
-        faulthandler_to_stderr()
-        code = serve(control)
+        code = serve_forked(control)
     finally:
         os._exit(code)
 

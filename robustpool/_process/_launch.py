@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from . import _forkserver
 from ._control import Channel, Prepare
-from ._oscalls import faulthandler_to_stderr, flush_std_streams, max_fd
-from ._supervisor import preload, serve
+from ._oscalls import flush_std_streams
+from ._supervisor import preload, serve_forked
 
 
 @dataclass
@@ -98,10 +98,7 @@ def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> Superviso
             # Objects inherited from the owner must never be finalized here: a stale socket
             # object closing "its" fd number would close one of ours.
             gc.freeze()
-            os.closerange(3, fd)
-            os.closerange(fd + 1, max_fd())
-            faulthandler_to_stderr()
-            code = serve(fd)
+            code = serve_forked(fd)
         finally:
             os._exit(code)
     return SupervisorProcess(pid, Channel(owner_end), "fork")

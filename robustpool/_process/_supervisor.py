@@ -410,6 +410,15 @@ def _ignore(signum: int, frame: object) -> None:
     """SIGCHLD needs a handler (not SIG_IGN) so children stay reapable; the wakeup fd wakes us."""
 
 
+def serve_forked(fd: int) -> int:
+    """In a supervisor just forked (from the owner or the forkserver): close every inherited
+    descriptor but the standard ones and the control socket ``fd``, then serve."""
+    os.closerange(3, fd)
+    os.closerange(fd + 1, osc.max_fd())
+    osc.faulthandler_to_stderr()
+    return serve(fd)
+
+
 def serve(fd: int) -> int:
     """Run the supervisor loop on the control socket ``fd``; returns the exit code."""
     os.set_inheritable(fd, False)
