@@ -52,7 +52,7 @@ from ._wire import (
 # hang in an argument's unpickling is still killed, a slow import is not blamed on the run.
 _LOAD_NS = 30_000_000_000
 _MAX_TIMEOUT = 1e10  # seconds; the owner refuses more than 1e9, so a larger value is garbage
-_current: _Worker | None = None  # this process's worker, once main() made it
+_current: _Worker | None = None  # this process's worker, once serve() made it
 
 
 def send_pending() -> None:
