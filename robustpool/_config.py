@@ -209,9 +209,12 @@ class PoolConfig:
         names: Names = Names(),
         default_workers: int | None = None,
         threads: bool = False,
+        default_buffersize: Callable[[int], int] | None = None,
     ) -> PoolConfig:
         """Validate every parameter. ``default_workers`` replaces ``os.cpu_count()`` as the
-        default size; ``threads``: the workers are threads (no descriptors per worker)."""
+        default size; ``threads``: the workers are threads (no descriptors per worker);
+        ``default_buffersize``: the window for a size, when ``buffersize`` is None (an engine
+        whose round trips are slow keeps more ahead)."""
         nproc = _processes(processes, names, default_workers, not threads)
         if initializer is not None:
             check_callable(initializer, "initializer")
@@ -229,7 +232,10 @@ class PoolConfig:
         # Threads keep more ahead: they share the consumer's GIL, so a consumer that drains
         # the window sleeps and is woken (a thread switch per refill), and what they hold
         # ahead is results only (their input is never copied).
-        default_window = max(256, 32 * nproc) if threads else max(64, 32 * nproc)
+        if default_buffersize is not None:
+            default_window = default_buffersize(nproc)
+        else:
+            default_window = max(256, 32 * nproc) if threads else max(64, 32 * nproc)
         window = positive_int("buffersize", buffersize) if buffersize is not None else default_window
         return cls(
             nproc,

@@ -27,7 +27,7 @@ from typing import Any
 from . import _forks
 from ._calls import Mode, function_name
 from ._config import PoolConfig
-from ._engine import Capability, Chunk, Engine, Job
+from ._engine import Capability, Chunk, Engine, EngineSpec, Job
 from ._errors import TaskSerializationError
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import FutureJob, RobustFuture
@@ -47,6 +47,35 @@ def refuse_unsupported(config: PoolConfig, capabilities: Capability, engine: str
     for name, asked, needed, why in needs:
         if asked and not capabilities & needed:
             raise ValueError(f"{name} needs workers that are processes; {engine} cannot enforce it ({why}): use RobustPool")
+
+
+def check_engine(engine: object) -> EngineSpec | None:
+    """``engine=`` of a facade: None (this machine's processes) or an engine spec such as
+    ``robustpool.dask.DaskEngine``; anything else is refused at the call."""
+    if engine is None:
+        return None
+    for name in ("capabilities", "label", "default_workers", "default_buffersize", "start"):
+        if not hasattr(engine, name):
+            kind = type(engine).__name__
+            raise TypeError(f"engine must be an engine such as robustpool.dask.DaskEngine(client) or None, not {kind}")
+    return engine  # type: ignore[return-value]
+
+
+def start_engine(config: PoolConfig, spec: EngineSpec | None) -> Engine:
+    """The engine of a new process pool: ``spec``'s, or this machine's processes."""
+    if spec is not None:
+        refuse_unsupported(config, spec.capabilities, spec.label)
+        return spec.start(config)
+    # Imported here, not at the top: the process engine brings cloudpickle, tblib and the
+    # supervisor's modules, which `import robustpool` does not need until a pool starts.
+    # A forkserver this pool needs boots meanwhile.
+    from ._process import _forkserver
+
+    _forkserver.prestart(config.start_method)
+    from ._process._engine import ProcessEngine
+
+    refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
+    return ProcessEngine(config)
 
 
 #: Every core alive in this process, and a function told of each new one: how

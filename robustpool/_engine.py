@@ -26,10 +26,13 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._calls import Mode
 from ._stats import PoolStats
+
+if TYPE_CHECKING:
+    from ._config import PoolConfig
 
 _func_ids = itertools.count(1)
 
@@ -228,4 +231,32 @@ class Engine(Protocol):
 
     def pids(self) -> list[int]:
         """Worker pids (empty for an engine without processes)."""
+        ...
+
+
+class EngineSpec(Protocol):
+    """Where a pool runs when its facade is given ``engine=`` (``robustpool.dask.DaskEngine``):
+    it builds one engine per pool, from the pool's validated configuration. Without one, a
+    facade runs its pool on this machine's processes (``ProcessEngine``)."""
+
+    @property
+    def capabilities(self) -> Capability:
+        """What the engines it builds can enforce (a facade refuses the rest at the call)."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """How errors name it, such as ``"the Dask engine"``."""
+        ...
+
+    def default_workers(self) -> int:
+        """A pool's size when ``processes`` (``max_workers``) is None."""
+        ...
+
+    def default_buffersize(self, workers: int) -> int:
+        """Chunks an ``imap`` keeps ahead when ``buffersize`` is None."""
+        ...
+
+    def start(self, config: PoolConfig) -> Engine:
+        """The engine of one new pool."""
         ...

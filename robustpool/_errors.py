@@ -115,7 +115,8 @@ class WorkerLostError(RobustPoolError):
     ``n + 1``-th death. The message says which worker died of what, while doing what, and the
     likely cause.
 
-    :ivar pid: the pid of the worker that died (the last one, when the task killed several).
+    :ivar pid: the pid of the worker that died (the last one, when the task killed several);
+        None when the engine cannot know it (a Dask worker lost with the task's process).
     :ivar exitcode: how it ended: negative for a signal (``-9`` for SIGKILL), an exit code
         otherwise; None when unknown (its supervisor was gone).
     :ivar signal: the ``signal.Signals`` that killed it, or None if it was no signal.
@@ -131,11 +132,13 @@ class WorkerLostError(RobustPoolError):
     :ivar reason: when robustpool knows why the worker ended, that cause in words (robustpool
         killed it, or its own loop gave up: the task closed the descriptors it inherited);
         None otherwise, and the message guesses from the signal.
+    :ivar host: where the worker ran when that was not this machine: the address of the Dask
+        worker (``robustpool.dask``); None on one machine.
     """
 
     def __init__(
         self,
-        pid: int,
+        pid: int | None,
         exitcode: int | None,
         task_index: int | None = None,
         task: str | None = None,
@@ -143,6 +146,7 @@ class WorkerLostError(RobustPoolError):
         attempts: tuple[tuple[int, int | None], ...] = (),
         last_rss: int | None = None,
         reason: str | None = None,
+        host: str | None = None,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
@@ -150,14 +154,17 @@ class WorkerLostError(RobustPoolError):
         self.task_index = task_index
         self.task = task
         self.phase = phase
-        self.attempts = tuple(attempts) or ((pid, exitcode),)
+        self.attempts = tuple(attempts) or (((pid, exitcode),) if pid is not None else ())
         self.last_rss = last_rss
         self.reason = reason
+        self.host = host
         super().__init__(self._message())
 
     def _message(self) -> str:
         what = task_label(self.task_index, self.task)
-        msg = f"worker {self.pid} died from {describe_exitcode(self.exitcode)} while {self.phase} {what}"
+        who = "a worker" if self.pid is None else f"worker {self.pid}"
+        where = f" on {self.host}" if self.host else ""
+        msg = f"{who}{where} died from {describe_exitcode(self.exitcode)} while {self.phase} {what}"
         if len(self.attempts) > 1:
             tried = ", ".join(f"pid {p}: {describe_exitcode(c)}" for p, c in self.attempts)
             msg += f"; it killed {len(self.attempts)} workers ({tried})"
@@ -165,7 +172,7 @@ class WorkerLostError(RobustPoolError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         args = (self.pid, self.exitcode, self.task_index, self.task, self.phase, self.attempts)
-        return (type(self), (*args, self.last_rss, self.reason))
+        return (type(self), (*args, self.last_rss, self.reason, self.host))
 
 
 class TaskTimeoutError(RobustPoolError):
@@ -179,6 +186,8 @@ class TaskTimeoutError(RobustPoolError):
     :ivar task_index: the task's position in its call, or None for ``apply`` and ``submit``.
     :ivar task: a short description of the call, such as ``slow(3)``, or None.
     :ivar pid: the pid of the worker that was killed, or None.
+    :ivar host: the address of the Dask worker it ran on (``robustpool.dask``); None on one
+        machine.
     """
 
     def __init__(
@@ -188,20 +197,23 @@ class TaskTimeoutError(RobustPoolError):
         task_index: int | None = None,
         task: str | None = None,
         pid: int | None = None,
+        host: str | None = None,
     ) -> None:
         self.timeout = timeout
         self.elapsed = elapsed
         self.task_index = task_index
         self.task = task
         self.pid = pid
+        self.host = host
         what = task_label(task_index, task)
         where = f" (pid {pid})" if pid is not None else ""
+        where += f" on {host}" if host else ""
         super().__init__(
             f"{what} ran for {elapsed:.2f} s, past its task_timeout of {timeout:g} s; its worker{where} was killed and replaced"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        args = (self.timeout, self.elapsed, self.task_index, self.task, self.pid)
+        args = (self.timeout, self.elapsed, self.task_index, self.task, self.pid, self.host)
         return (type(self), args)
 
 

@@ -27,8 +27,8 @@ from typing import Any, Generic, ParamSpec, Self, TypeVar, final
 from . import _forks
 from ._calls import Mode
 from ._config import EXECUTOR_NAMES, PoolConfig, check_callable, positive_int
-from ._core import PoolCore, State, refuse_unsupported
-from ._engine import Engine
+from ._core import PoolCore, State, check_engine, start_engine
+from ._engine import Engine, EngineSpec
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import RobustFuture
 from ._jobs._stream import StreamJob
@@ -289,6 +289,9 @@ class RobustExecutor(ExecutorBase):
         ``max(64, 32 * max_workers)``.
     :param close_timeout: seconds closing a ``map`` iterator waits for its running items, to clean
         their results; default 10.0; None or ``math.inf``: as long as they take.
+    :param engine: where the executor runs; default None: this machine's processes. A
+        ``robustpool.dask.DaskEngine(client)`` runs it on a Dask cluster (see ``RobustPool``);
+        ``max_workers`` then defaults to the cluster's threads.
     :raises TypeError: a parameter has the wrong type.
     :raises ValueError: a parameter is out of range (``"max_workers must be greater than 0"``, as
         in the standard library; the rest as on ``RobustPool``).
@@ -308,7 +311,9 @@ class RobustExecutor(ExecutorBase):
         start_method: str | None = None,
         buffersize: int | None = None,
         close_timeout: float | None = 10.0,
+        engine: EngineSpec | None = None,
     ) -> None:
+        spec = check_engine(engine)
         config = PoolConfig.build(
             max_workers,
             initializer,
@@ -322,18 +327,11 @@ class RobustExecutor(ExecutorBase):
             buffersize=buffersize,
             close_timeout=close_timeout,
             names=EXECUTOR_NAMES,
+            default_workers=None if spec is None else spec.default_workers(),
+            default_buffersize=None if spec is None else spec.default_buffersize,
         )
         self._config = config
-        # Imported here, not at the top: the process engine brings cloudpickle, tblib and the
-        # supervisor's modules, which `import robustpool` does not need until a pool starts.
-        # A forkserver this pool needs boots meanwhile.
-        from ._process import _forkserver
-
-        _forkserver.prestart(config.start_method)
-        from ._process._engine import ProcessEngine
-
-        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
-        self._core = PoolCore(ProcessEngine(config))
+        self._core = PoolCore(start_engine(config, spec))
         self._lock = threading.Lock()  # orders submit() against shutdown()
 
 

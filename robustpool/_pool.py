@@ -26,8 +26,8 @@ from typing import Any, ParamSpec, Self, TypeVar, cast
 from . import _forks
 from ._calls import Mode, function_name
 from ._config import PoolConfig, check_callable, positive_int, task_limit
-from ._core import PoolCore, State, refuse_unsupported
-from ._engine import Capability, Engine
+from ._core import PoolCore, State, check_engine, start_engine
+from ._engine import Capability, Engine, EngineSpec
 from ._jobs._gather import GatherJob, MapResult
 from ._jobs._iterators import IMapIterator
 from ._jobs._single import AsyncResult, RobustFuture, SingleJob
@@ -651,6 +651,11 @@ class RobustPool(PoolBase):
     :param close_timeout: seconds that closing an ``imap`` iterator waits for its running tasks,
         so that it can clean their results; default 10.0. None or ``math.inf``: as long as they
         take. Results that arrive later are cleaned on arrival.
+    :param engine: where the pool runs; default None: this machine's processes. A
+        ``robustpool.dask.DaskEngine(client)`` runs it on a Dask cluster, with the same API,
+        errors and guarantees (each Dask worker runs the pool's supervised processes, as many
+        as it has threads); ``processes`` then defaults to the cluster's threads, and the
+        other parameters apply on every Dask worker.
     :raises TypeError: a parameter has the wrong type (for ``maxtasksperchild``, an error that is
         also a ``ValueError``, which is what ``multiprocessing.Pool`` raises there).
     :raises ValueError: a parameter is out of range: ``processes`` below 1 or above the limit, a
@@ -673,7 +678,9 @@ class RobustPool(PoolBase):
         start_method: str | None = None,
         buffersize: int | None = None,
         close_timeout: float | None = 10.0,
+        engine: EngineSpec | None = None,
     ) -> None:
+        spec = check_engine(engine)
         config = PoolConfig.build(
             processes,
             initializer,
@@ -686,18 +693,11 @@ class RobustPool(PoolBase):
             start_method=start_method,
             buffersize=buffersize,
             close_timeout=close_timeout,
+            default_workers=None if spec is None else spec.default_workers(),
+            default_buffersize=None if spec is None else spec.default_buffersize,
         )
         self._config = config
-        # Imported here, not at the top: the process engine brings cloudpickle, tblib and the
-        # supervisor's modules, which `import robustpool` does not need until a pool starts.
-        # A forkserver this pool needs boots meanwhile.
-        from ._process import _forkserver
-
-        _forkserver.prestart(config.start_method)
-        from ._process._engine import ProcessEngine
-
-        refuse_unsupported(config, ProcessEngine.capabilities, "the process engine")
-        self._core = PoolCore(ProcessEngine(config))
+        self._core = PoolCore(start_engine(config, spec))
 
     @property
     def supervisor_pid(self) -> int:

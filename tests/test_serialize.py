@@ -117,7 +117,7 @@ def test_the_reused_pickler_survives_reentrancy_failures_and_big_outputs() -> No
 def test_a_function_rebound_under_its_name_is_no_longer_taken_as_named() -> None:
     import types
 
-    from robustpool._process._engine import _still_named
+    from robustpool._process._functions import _still_named
 
     module: Any = types.ModuleType("robustpool_test_rebound")
     exec("def f(x):\n    return x\n\nclass Box:\n    @staticmethod\n    def g(x):\n        return x\n", module.__dict__)

@@ -30,6 +30,10 @@ class Estimates:
         self._item_s: dict[int, float] = {}
         self._task_s: dict[int, float] = {}
 
+    def item_seconds(self, func_id: int) -> float | None:
+        """The smoothed seconds one item of this function takes, or None before its first result."""
+        return self._item_s.get(func_id)
+
     def learn(self, func_id: int, spent: float, count: int, task_count: int) -> None:
         """Fold a result's timing in: ``count`` items took ``spent`` seconds, in a task of
         ``task_count`` items."""

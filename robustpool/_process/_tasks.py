@@ -115,24 +115,27 @@ def make_tasks(chunk: Chunk, blob: bytes) -> list[Task]:
         try:
             ser.dumps(item)
         except Exception as exc:
-            position = chunk.start + k
-            err = TaskSerializationError.of(
-                SerializationPhase.PICKLE_TASK,
-                exc,
-                position if chunk.indexed else None,
-                describe(chunk.func.name, chunk.mode, item),
-            )
-            detach_traceback(exc, "Traceback of the pickling error, in the owner")
             if run:
                 tasks.append(_task(chunk, run_start, run, ser.dumps(run), blob))
                 run = []
-            chunk.job.fail(position, err)
-            run_start = position + 1
+            fail_unpicklable(chunk, k, exc)
+            run_start = chunk.start + k + 1
         else:
             run.append(item)
     if run:
         tasks.append(_task(chunk, run_start, run, ser.dumps(run), blob))
     return tasks
+
+
+def fail_unpicklable(chunk: Chunk, k: int, exc: Exception) -> None:
+    """Item ``k`` of ``chunk`` could not be pickled (``exc``): it fails on its job."""
+    position = chunk.start + k
+    item = chunk.items[k]
+    err = TaskSerializationError.of(
+        SerializationPhase.PICKLE_TASK, exc, position if chunk.indexed else None, describe(chunk.func.name, chunk.mode, item)
+    )
+    detach_traceback(exc, "Traceback of the pickling error, in the owner")
+    chunk.job.fail(position, err)
 
 
 def _task(chunk: Chunk, start: int, items: Sequence[Any], payload: bytes, blob: bytes) -> Task:
