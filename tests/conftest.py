@@ -27,7 +27,18 @@ _DUMP_FD = pytest.StashKey[int]()
 def _children() -> list[psutil.Process]:
     from robustpool._chaos._leaks import alive, descendants  # which leaves the forkserver out
 
-    return alive(descendants(os.getpid()))
+    procs = alive(descendants(os.getpid()))
+    cluster = sys.modules.get("on_dask.cluster")  # a test's Dask cluster is not a leak (see there)
+    if cluster is None:
+        return procs
+    infrastructure = cluster.infrastructure()
+    return [p for p in procs if p.pid not in infrastructure]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    cluster = sys.modules.get("on_dask.cluster")
+    if cluster is not None:
+        cluster.stop_shared()
 
 
 @pytest.fixture(autouse=True)

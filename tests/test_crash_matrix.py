@@ -240,7 +240,7 @@ def _lost(phase: str, sig: signal.Signals | None = None, exitcode: int | None = 
         assert err.task is not None and err.task.startswith("_work(")
         assert err.phase == phase
         assert f"while {phase} task #{index} " in str(err)
-        assert err.pid > 0 and err.pid not in (ctx.owner_pid, ctx.pool.supervisor_pid)
+        assert err.pid is not None and err.pid > 0 and err.pid not in (ctx.owner_pid, ctx.pool.supervisor_pid)
         assert err.attempts == ((err.pid, err.exitcode),)
 
     return check
@@ -398,6 +398,18 @@ def _sigkill_inside_chunk(ctx: Ctx) -> None:
     _assert_others_ok(items, got, {6})
 
 
+def _unpickle_error_among_batched(ctx: Ctx) -> None:
+    """Tiny items the pool batches into one task: the one whose argument fails to unpickle
+    in the worker fails alone (the task is loaded as a whole, so its items run again apart)."""
+    items: list[Any] = list(range(300))
+    items[200] = TaskBomb("error")
+    got = _collect(ctx.pool.imap(_work, items), 300)
+    err = got[200]
+    assert isinstance(err, TaskSerializationError) and err.task_index == 200, repr(err)
+    assert "Boom: error" in err.detail
+    _assert_others_ok(items, got, {200})
+
+
 TASK_OWNER = "pickling the task in the owner"
 TASK_WORKER = "unpickling the task in the worker"
 RESULT_WORKER = "pickling the result in the worker"
@@ -450,6 +462,7 @@ ROWS = [
     Row("two-workers-sigkill", _two_workers_killed),
     Row("supervisor-sigkill", _supervisor_killed),
     Row("chunk-item-sigkill", _sigkill_inside_chunk),
+    Row("batched-item-unpickle-error", _unpickle_error_among_batched),
 ]
 
 # --- hardening rows: the reply's trip (begin) -----------------------------------------------
@@ -520,7 +533,7 @@ def _reply_row(bad: Any, check: Check, max_replaced: int = 2) -> Callable[[Ctx],
 def _lost_in_reply(err: BaseException, ctx: Ctx) -> None:
     assert type(err) is WorkerLostError, repr(err)
     assert err.task is not None and err.task.startswith("_reply_fault("), err.task
-    assert err.pid > 0 and err.pid not in (ctx.owner_pid, ctx.pool.supervisor_pid)
+    assert err.pid is not None and err.pid > 0 and err.pid not in (ctx.owner_pid, ctx.pool.supervisor_pid)
     assert len(err.attempts) == 1
 
 

@@ -148,6 +148,13 @@ class WorkerIO(LoopState):
             raise ProtocolError(f"a result for task {task_id} item {first}, expected task {t.task_id} item {t.received}")
         if count < 1 or first + count > t.count:
             raise ProtocolError(f"a result for items {first}..{first + count - 1} of a {t.count}-item task")
+        if status == Status.FAILED and t.item_deadline and count > 1:
+            # The worker could not load a task of items the pool batched (an argument that
+            # fails to unpickle): each was a call of its own to the user, so each runs again
+            # alone, and only the culprit fails.
+            self._took(w, t, first, count, spent)
+            self._queued.extendleft(reversed(t.split(range(first, t.count))))
+            return
         body = memoryview(payload)[RESULT_HEAD.size :]
         if isinstance(t.job, RelayJob):  # a Dask node's job: its owner unpickles (see _relay)
             self._took(w, t, first, count, spent)

@@ -141,7 +141,7 @@ def _lost(phase: str, sig: signal.Signals | None = None, exitcode: int | None = 
         assert err.task_index is None  # a submit has no index
         assert err.phase == phase
         assert f"while {phase} a task {task}" in str(err), str(err)
-        assert err.pid > 0 and err.pid != ctx.owner_pid
+        assert err.pid is not None and err.pid > 0 and err.pid != ctx.owner_pid
         assert err.attempts == ((err.pid, err.exitcode),)
 
     return check
@@ -365,7 +365,7 @@ def _reply_row(bad: Any, check: Check, max_replaced: int = 2) -> Callable[[Ctx],
 def _lost_in_reply(err: BaseException, ctx: Ctx) -> None:
     assert type(err) is WorkerLostError, repr(err)
     assert err.task is not None and err.task.startswith("spoil_reply("), err.task
-    assert err.pid > 0 and err.pid != ctx.owner_pid
+    assert err.pid is not None and err.pid > 0 and err.pid != ctx.owner_pid
     assert len(err.attempts) == 1
 
 
