@@ -41,7 +41,14 @@ from typing import Any
 
 from .._config import PoolConfig
 from .._engine import Capability, Chunk, FuncRef, Job, ReleaseOnce
-from .._errors import PoolTerminatedError, RobustPoolError, TaskSerializationError, TaskTimeoutError, WorkerLostError
+from .._errors import (
+    InitializerError,
+    PoolTerminatedError,
+    RobustPoolError,
+    TaskSerializationError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 from .._process import _decode as decode
 from .._process import _serialize as ser
 from .._process._functions import FunctionTable
@@ -131,6 +138,7 @@ class DaskRunner:
         # Written by any thread, under _lock:
         self._lock = threading.Lock()
         self._holds = 0
+        self._stopped = False  # the thread has stopped: _post runs what it is given at once
         self.broken: BaseException | None = None
         self._finished = threading.Event()
         blob = ser.dumps(config)  # its initializer is the user's: pickled as functions are
@@ -231,7 +239,15 @@ class DaskRunner:
     # -- the runner's thread --
 
     def _post(self, fn: Callable[[], None] | str) -> None:
-        self._inbox.put(fn)
+        with self._lock:
+            if not self._stopped:
+                self._inbox.put(fn)
+                return
+        # The thread has stopped: what it would have done (fail the items of a late
+        # submit with the reason it stopped) is done here, at once.
+        if not isinstance(fn, str):
+            fn()
+            self._flush()
 
     def _run(self) -> None:
         try:
@@ -253,6 +269,10 @@ class DaskRunner:
                 if finished:
                     self._on_finished(finished)
                 self._check_client()
+                if self.broken is not None:
+                    self._fail_everything(self.broken)
+                    self._flush()
+                    break
                 self._top_up()
                 self._flush()
                 if self._terminating or self._closing:
@@ -266,6 +286,17 @@ class DaskRunner:
             self._fail_everything(self.broken)
             self._flush()
         finally:
+            self._terminating = True  # anything still posted fails (see _queue)
+            with self._lock:
+                self._stopped = True
+            while True:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(item, str):
+                    item()
+            self._flush()
             self._stop_nodes()
             self._finished.set()
 
@@ -512,6 +543,11 @@ class DaskRunner:
         self._failed += 1
         if isinstance(exc, TaskTimeoutError):
             self._timed_out += 1
+        elif isinstance(exc, InitializerError) and self.broken is None:
+            # One Dask worker's engine broke on the initializer: the pool is broken, as on
+            # one machine (an initializer that fails is the code's or the setup's doing,
+            # not a node's), and stops; the other workers' engines stop with it.
+            self.broken = exc
         flight.task.job.fail(index, exc)
 
     def _settle(self, flight: Flight, error: BaseException) -> None:
@@ -543,7 +579,6 @@ class DaskRunner:
             self.broken = RobustPoolError(
                 f"robustpool's Dask engine cannot run anything more: its client ({self._client.id}) was closed"
             )
-            self._fail_everything(self.broken)
 
     def _flush(self) -> None:
         touched, self._touched = self._touched, set()

@@ -8,6 +8,7 @@ facade or engine adds its own.
 from __future__ import annotations
 
 import enum
+import importlib.util
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, cast
@@ -91,6 +92,9 @@ class Cell:
     build: Callable[..., Pool]
     start_methods: tuple[str, ...] = ()
     cannot: Mapping[Feature, str] = field(default_factory=dict)
+    # How many engines break on their own when the initializer fails (each after three
+    # attempts in a row): one on a machine; one per Dask worker on a cluster.
+    engines: int = 1
 
     @property
     def id(self) -> str:
@@ -182,6 +186,45 @@ CELLS: tuple[Cell, ...] = (
         _robust_thread_executor,
         cannot={**_THREADS_CANNOT, Feature.POOL_API: "a concurrent.futures executor has no apply/imap/close/join"},
     ),
-    # A Dask engine adds, for example:
-    #   Cell("RobustPool", "dask", ..., cannot={Feature.PROCESSES: "workers may be remote", ...}),
 )
+
+
+def _dask_engine() -> Any:
+    from on_dask.cluster import shared_client  # the session's LocalCluster, started on first use
+
+    from robustpool.dask import DaskEngine
+
+    return DaskEngine(shared_client())
+
+
+def _robust_pool_dask(*args: Any, start_method: str | None = None, **kwargs: Any) -> RobustPool:
+    return RobustPool(*args, engine=_dask_engine(), **kwargs)
+
+
+def _robust_executor_dask(*args: Any, start_method: str | None = None, **kwargs: Any) -> Pool:
+    return _robust_executor_process(*args, engine=_dask_engine(), **kwargs)
+
+
+_DASK_CANNOT: Mapping[Feature, str] = {
+    Feature.PROCESSES: "the workers are processes on the Dask workers' machines: no local pids (worker_pids() is empty)",
+}
+
+# The Dask cells, where the extra is installed (robustpool[dask]): the same tests on a real
+# LocalCluster of 2 worker processes (tests/on_dask/cluster.py).
+if importlib.util.find_spec("distributed") is not None:
+    CELLS += (
+        Cell(
+            "RobustPool",
+            "dask",
+            _robust_pool_dask,
+            cannot={**_DASK_CANNOT, Feature.EXECUTOR_API: "a multiprocessing.Pool has no shutdown(); its map returns a list"},
+            engines=2,
+        ),
+        Cell(
+            "RobustExecutor",
+            "dask",
+            _robust_executor_dask,
+            cannot={**_DASK_CANNOT, Feature.POOL_API: "a concurrent.futures executor has no apply/imap/close/join"},
+            engines=2,
+        ),
+    )

@@ -141,6 +141,13 @@ def _build(case: Case, declared: Feature, *args: Any, **kwargs: Any) -> Pool:
 
 
 @pytest.fixture
+def pool_cell(request: pytest.FixtureRequest) -> Cell:
+    """The cell of this run's ``pool_factory`` (for a test whose bound depends on it)."""
+    case: Case = request.node.callspec.params["pool_factory"]
+    return case.cell
+
+
+@pytest.fixture
 def pool_factory(request: pytest.FixtureRequest) -> PoolFactory:
     """Builds pools of this run's cell (see the module docstring)."""
     case: Case = request.param

@@ -25,8 +25,9 @@ def die_once(marker: str) -> int:
     return os.getpid()
 
 
-def write_file(directory: str, i: int) -> str:
-    """Make a temp file for item ``i`` (the cleanup pipeline) and return its path."""
+def write_file_for(args: tuple[str, int]) -> str:
+    """Make a temp file for item ``i`` in ``directory`` (the cleanup pipeline); its path."""
+    directory, i = args
     path = Path(directory) / f"item-{i}.txt"
     path.write_text(str(i))
     return str(path)
