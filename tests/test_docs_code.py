@@ -30,10 +30,11 @@ _HANGS = "# hangs:"
 _INCLUDE = re.compile(r'^--8<-- "([^"]+)"\s*$')
 HANG_WAIT = 5.0  # seconds a hanging example must still be running after
 # Files shown whole by a page, and the test that runs them (a pytest project cannot run as
-# a script of its own).
+# a script of its own; a script whose output the page shows is checked by its own test).
 INCLUDED_RUN_BY = {
     "docs/examples/chaos_project/pipeline.py": "tests/chaos/test_plugin.py",
     "docs/examples/chaos_project/test_pipeline.py": "tests/chaos/test_plugin.py",
+    "docs/examples/dask_side_by_side.py": "tests/on_dask/test_docs_example.py",
 }
 
 
