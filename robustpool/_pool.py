@@ -704,9 +704,13 @@ class RobustPool(PoolBase):
         """Pid of the supervisor process, the parent of every worker (for tests and diagnostics).
 
         It changes when the supervisor died and the pool started a new one.
+
+        :raises ValueError: the pool runs on Dask (``engine=``): each Dask worker has its own
+            supervisor there.
         """
         pid = getattr(self._engine, "supervisor_pid", None)  # a process engine, or chaos in front of one
-        assert isinstance(pid, int)
+        if not isinstance(pid, int):
+            raise ValueError("this pool runs on Dask: each Dask worker runs its own supervisor, none runs here")
         return pid
 
 

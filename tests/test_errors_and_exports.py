@@ -51,8 +51,9 @@ def test_public_names_are_exactly_the_documented_ones() -> None:
     assert set(robustpool._WHERE) == EXPECTED_PUBLIC  # the lazy namespace serves every name
     for name in robustpool.__all__:
         assert getattr(robustpool, name).__module__ == "robustpool"  # tracebacks print robustpool.WorkerLostError
-    # robustpool.testing is public on purpose (chaos for users' pipelines); it shows up here once imported.
-    public_modules = [m for m in dir(robustpool) if not m.startswith("_") and m not in EXPECTED_PUBLIC | {"testing"}]
+    # robustpool.testing (chaos for users' pipelines) and robustpool.dask (the Dask engine) are public on
+    # purpose; each shows up here once imported.
+    public_modules = [m for m in dir(robustpool) if not m.startswith("_") and m not in EXPECTED_PUBLIC | {"testing", "dask"}]
     assert public_modules == [], "implementation modules must stay _private"
 
 
@@ -61,6 +62,9 @@ SAMPLES: list[RobustPoolError] = [
     WorkerLostError(7, 3),
     WorkerLostError(8, None, reason="its supervisor died"),
     TaskTimeoutError(0.5, 0.61, 3, "slow(3)", 99),
+    WorkerLostError(4243, -11, 2, "f(2)", host="tcp://10.0.0.7:40001"),  # on a Dask worker
+    WorkerLostError(None, None, 2, "f(2)", reason="Dask lost the worker", host="tcp://10.0.0.7:40001"),
+    TaskTimeoutError(0.5, 0.61, 3, "slow(3)", 99, "tcp://10.0.0.7:40001"),
     TaskSerializationError("pickling the task in the owner", "TypeError: nope", 2, "f(<lock>)"),
     RemoteTaskError("mod.Weird", "boom", "Traceback (most recent call last):\n  ...\nmod.Weird: boom\n"),
     InitializerError(3, "Traceback...\nValueError: bad init\n"),

@@ -158,8 +158,10 @@ class ChaosRun:
 
     def _cover(self, core: PoolCore, created: bool) -> None:
         engine = core.engine
-        if isinstance(engine, ChaosEngine) or not engine.capabilities & Capability.DEATHS:
-            return  # already covered, or threads: a fault would kill the owner itself
+        if isinstance(engine, ChaosEngine) or not engine.capabilities & Capability.PIDS:
+            # Already covered; or threads (a fault would kill the owner itself); or Dask, whose
+            # workers are not this machine's processes (not covered yet).
+            return
         chaos = ChaosEngine(engine, self)
         core.engine = chaos
         with self._lock:

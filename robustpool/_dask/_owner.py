@@ -34,13 +34,14 @@ import math
 import queue
 import threading
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._config import PoolConfig
-from .._engine import Capability, Chunk, FuncRef, Job, ReleaseOnce
+from .._engine import Capability, Chunk, FuncRef, Job, ReleaseOnce, at_exit_once
 from .._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -67,6 +68,17 @@ _STOP_S = 10.0  # the most the runner waits for Dask to drop the pool's engines 
 _IDLE_TURN_S = 1.0  # the runner's thread looks at the client this often when nothing happens
 
 _pool_ids = itertools.count(1)
+_live: weakref.WeakSet[DaskRunner] = weakref.WeakSet()  # runners not finished (for the exit below)
+
+
+def _stop_all() -> None:
+    """At interpreter exit: terminate every pool still on Dask, so its engines on the Dask
+    workers stop with it (they would otherwise outlive this process); bounded."""
+    runners = [r for r in list(_live) if not r.finished]
+    for runner in runners:
+        runner.terminate()
+    for runner in runners:
+        runner.join(_STOP_S)
 
 
 @dataclass(eq=False, slots=True)
@@ -145,6 +157,8 @@ class DaskRunner:
         client.register_plugin(_node.NodePool(self.name, blob), name=self.name)
         self._thread = threading.Thread(target=self._run, name=f"robustpool-dask-{self.name}", daemon=True)
         self._thread.start()
+        _live.add(self)
+        at_exit_once(_stop_all)
 
     # -- the Engine protocol, on the caller's thread --
 

@@ -130,6 +130,8 @@ def test_two_pools_on_one_engine_and_the_executor(client: Any) -> None:
         assert pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
         assert pool.apply(lambda: 42) == 42  # closures and lambdas travel
         assert pool.worker_pids() == []
+        with pytest.raises(ValueError, match="runs on Dask"):
+            pool.supervisor_pid  # noqa: B018
 
 
 def test_bad_input_is_refused_at_the_call(client: Any) -> None:
