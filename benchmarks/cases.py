@@ -21,6 +21,14 @@ The thread pools run only in ``peers.THREAD_CASES``. A pool of threads leaves no
 but its threads must be gone before robustpool builds a pool (its supervisor is forked only
 from a single-threaded owner): ``fresh_pool`` waits for them after closing a thread pool and
 notes any that outlive it, as it notes processes a pool leaves behind.
+
+The Dask peers (see ``peers``) run on the run's cluster (``Context.cluster``), in
+``peers.DASK_CASES``, with fewer items where plain Dask would otherwise take a minute per repeat
+(``CLUSTER_SIZES``; both Dask peers alike, so their rows compare); their pools are warmed with
+single calls (an imap's tiny items would go as one merged Dask task, to one Dask worker). Their
+imap cases also record when the first result came and the rate over the second half of the
+items, which tells a pool's start from its steady rate. ``roundtrip`` (one call at a time)
+runs for them only; the ``serial`` reference (no pool) runs in ``cpu_1ms`` only.
 """
 
 from __future__ import annotations
@@ -30,19 +38,23 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import procs
+from .cluster import Cluster
 from .config import Config
 from .deadline import deadline
 from .peers import (
     CLOSE_TIMEOUT,
+    DASK,
     PEERS,
     PPE,
+    ROBUSTDASK,
     ROBUSTPOOL,
     ROBUSTTHREADPOOL,
+    SERIAL,
     STDLIB,
     THREADPOOL,
     TPE,
@@ -56,6 +68,9 @@ from .results import Outcome, Row
 from .work import double, echo, noop, spin, warm
 
 MIB = 1 << 20
+# Items of a case on the Dask cluster, where the harness's own sizes would keep plain Dask
+# (a few hundred tasks a second here) a minute per repeat; the others keep their size.
+CLUSTER_SIZES = {"tiny_imap_c1": 2_000, "calls": 1_000}
 
 
 @dataclass
@@ -69,6 +84,10 @@ class Context:
     serial_task_s: float = 0.0
     payload: bytes = b""
     notes: dict[str, None] = field(default_factory=dict)  # ordered set
+    cluster: Cluster | None = None  # the run's Dask cluster, when a Dask peer runs
+    # The medians of the rows of the cases run so far, by (case, peer label), for summaries
+    # that compare one row with another (cpu_1ms on the cluster with the serial row).
+    medians: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def note(self, text: str) -> None:
         self.notes[text] = None
@@ -82,10 +101,25 @@ class Context:
         """cpu_1ms ideal: ``workers`` cores each running tasks at the serial speed (tasks/s)."""
         return self.workers / self.serial_task_s if self.serial_task_s > 0 else 0.0
 
+    @property
+    def client(self) -> Any:
+        """The Dask client of the run's cluster, or None."""
+        return self.cluster.client if self.cluster is not None else None
 
-def warm_up(pool: PoolHandle, workers: int) -> None:
-    """Run a short sleeping task on every worker, so they all exist and have imported the work module."""
-    pids = list(pool.imap(warm, [0.02] * (2 * workers), 1))
+    def size(self, peer: PeerSpec, case: str, full: int, minimum: int = 1) -> int:
+        """Items of ``case`` for ``peer``: ``full`` (or the cluster's size) times the scale."""
+        on_cluster = CLUSTER_SIZES.get(case) if peer.on_cluster is not None else None
+        return self.config.size(full if on_cluster is None else on_cluster, minimum)
+
+
+def warm_up(pool: PoolHandle, workers: int, *, calls: bool = False) -> None:
+    """Run a short sleeping task on every worker, so they all exist and have imported the work
+    module; ``calls``: as single calls (apply_async, submit) rather than an imap."""
+    if calls:
+        waiters = [pool.submit(warm, 0.02) for _ in range(2 * workers)]
+        pids = [waiter.get() for waiter in waiters]
+    else:
+        pids = list(pool.imap(warm, [0.02] * (2 * workers), 1))
     if len(pids) != 2 * workers:
         raise RuntimeError(f"warm-up returned {len(pids)} results, expected {2 * workers}")
 
@@ -121,11 +155,11 @@ def fresh_pool(peer: PeerSpec, ctx: Context, *, warmed: bool = True) -> Iterator
     the pool is closed (bounded; killed on failure), within ``tidy``."""
     with tidy(peer, ctx):
         start = time.perf_counter()
-        pool = peer.factory(ctx.workers)
+        pool = peer.build(ctx.workers, ctx.client)
         ok = False
         try:
             if warmed:
-                warm_up(pool, ctx.workers)
+                warm_up(pool, ctx.workers, calls=peer.on_cluster is not None)
             yield pool, start
             ok = True
         finally:
@@ -174,7 +208,9 @@ def tiny_map(peer: PeerSpec, ctx: Context) -> Outcome:
 
 
 def tiny_imap_c1(peer: PeerSpec, ctx: Context) -> Outcome:
-    n = ctx.config.size(20_000, 50)
+    n = ctx.size(peer, "tiny_imap_c1", 20_000, 50)
+    if peer.on_cluster is not None:
+        return _cluster_imap(peer, ctx, double, range(n), list(range(0, 2 * n, 2)))
     with fresh_pool(peer, ctx) as (pool, _):
         start = time.perf_counter()
         total = count = 0
@@ -188,12 +224,34 @@ def tiny_imap_c1(peer: PeerSpec, ctx: Context) -> Outcome:
 
 def cpu_1ms(peer: PeerSpec, ctx: Context) -> Outcome:
     n = ctx.config.size(2_000, 20)
+    if peer.on_cluster is not None:
+        return _cluster_imap(peer, ctx, spin, [ctx.spin_loops] * n, [ctx.spin_result] * n)
     with fresh_pool(peer, ctx) as (pool, _):
         start = time.perf_counter()
         results = list(pool.imap(spin, [ctx.spin_loops] * n, 1))
         elapsed = time.perf_counter() - start
     _expect(len(results) == n and all(r == ctx.spin_result for r in results), "spin returned wrong results")
     return Outcome(n / elapsed)
+
+
+def _cluster_imap(peer: PeerSpec, ctx: Context, func: Callable[[Any], Any], items: Sequence[Any], expected: list[Any]) -> Outcome:
+    """``imap(func, items, chunksize=1)`` on the Dask cluster: the rate, when the first result
+    came (``first_ms``) and the rate over the second half of the items (``second_half``)."""
+    n = len(items)
+    out: list[Any] = []
+    first = middle = 0.0
+    with fresh_pool(peer, ctx) as (pool, _):
+        start = time.perf_counter()
+        for value in pool.imap(func, items, 1):
+            out.append(value)
+            if len(out) == 1:
+                first = time.perf_counter()
+            elif len(out) == n // 2:
+                middle = time.perf_counter()
+        end = time.perf_counter()
+    _expect(out == expected, f"{getattr(func, '__name__', func)} returned wrong results")
+    rest = n - n // 2
+    return Outcome(n / (end - start), detail={"first_ms": (first - start) * 1000, "second_half": rest / (end - middle)})
 
 
 def payload_1mb(peer: PeerSpec, ctx: Context) -> Outcome:
@@ -212,7 +270,7 @@ def payload_1mb(peer: PeerSpec, ctx: Context) -> Outcome:
 
 def calls(peer: PeerSpec, ctx: Context) -> Outcome:
     """20,000 single calls issued one by one (the peer's apply_async or submit), then every result taken."""
-    n = ctx.config.size(20_000, 50)
+    n = ctx.size(peer, "calls", 20_000, 50)
     with fresh_pool(peer, ctx) as (pool, _):
         issue, take = pool.caller()
         start = time.perf_counter()
@@ -221,6 +279,18 @@ def calls(peer: PeerSpec, ctx: Context) -> Outcome:
         elapsed = time.perf_counter() - start
     _expect(out == list(range(n)), "single calls returned wrong results")
     return Outcome(n / elapsed)
+
+
+def roundtrip(peer: PeerSpec, ctx: Context) -> Outcome:
+    """Single calls one at a time: each issued and its result taken before the next (ms per call)."""
+    n = ctx.config.size(200, 5)
+    with fresh_pool(peer, ctx) as (pool, _):
+        issue, take = pool.caller()
+        start = time.perf_counter()
+        for i in range(n):
+            _expect(take(issue(noop, i)) == i, "a single call returned a wrong result")
+        elapsed = time.perf_counter() - start
+    return Outcome(elapsed / n * 1000)
 
 
 def async_calls(peer: PeerSpec, ctx: Context) -> Outcome:
@@ -399,11 +469,33 @@ def _rival_part(row: Row) -> str:
 
 
 def _per_item_detail(row: Row, ctx: Context) -> str:
-    """Time per item and, for a row with rivals, its throughput relative to the faster one."""
+    """Time per item and, for a row with rivals, its throughput relative to the faster one;
+    on the Dask cluster, its start and steady rate, and its throughput relative to plain Dask's."""
     median = row.median
     if not median:
         return ""
-    return "; ".join(part for part in (f"{1e6 / median:.0f} µs per item", _rival_part(row)) if part)
+    parts = (f"{1e6 / median:.0f} µs per item", _rival_part(row), *_cluster_parts(row))
+    return "; ".join(part for part in parts if part)
+
+
+def _peer_of(row: Row) -> PeerSpec | None:
+    return next((spec for spec in PEERS.values() if spec.label == row.peer), None)
+
+
+def _cluster_parts(row: Row) -> list[str]:
+    """For a row on the Dask cluster: its ``n`` times plain Dask's throughput (or ms), and for
+    an imap case the medians of its first result's time and of its second half's rate."""
+    spec = _peer_of(row)
+    if spec is None or spec.on_cluster is None:
+        return []
+    parts = []
+    first, rest = _median_of(row, "first_ms"), _median_of(row, "second_half")
+    if first is not None and rest is not None:
+        parts.append(f"first result {format_value(first)} ms, second half {format_value(rest)} {row.unit}")
+    if row.ratio_stdlib and row.reference == PEERS[DASK].label and row.peer != row.reference:
+        times = 1 / row.ratio_stdlib if row.higher_is_better else row.ratio_stdlib
+        parts.append(f"{times:.2f}x plain Dask's {row.unit}")
+    return parts
 
 
 def _calls_detail(row: Row, ctx: Context) -> str:
@@ -428,10 +520,26 @@ def _calls_detail(row: Row, ctx: Context) -> str:
 
 
 def _cpu_detail(row: Row, ctx: Context) -> str:
+    """The share of the ideal (workers x the calibrated serial speed); on the Dask cluster, also
+    the share of its cores x the serial row's median, and its start and steady rate."""
     median = row.median
     if median is None or ctx.ideal_rate <= 0:
         return ""
-    return f"{median / ctx.ideal_rate:.0%} of ideal {ctx.ideal_rate:,.0f}/s"
+    if row.peer == PEERS[SERIAL].label:
+        return f"one process, no pool: {median * ctx.serial_task_s:.0%} of the calibrated serial speed"
+    parts = [f"{median / ctx.ideal_rate:.0%} of ideal {ctx.ideal_rate:,.0f}/s"]
+    serial = ctx.medians.get((row.case, PEERS[SERIAL].label))
+    spec = _peer_of(row)
+    if ctx.cluster is not None and spec is not None and spec.on_cluster is not None and serial:
+        cores = ctx.cluster.cores
+        parts.append(f"{median / (cores * serial):.2f} of cores x serial ({cores} x {format_value(serial)}/s)")
+    parts += _cluster_parts(row)
+    return "; ".join(parts)
+
+
+def _cluster_detail(row: Row, ctx: Context) -> str:
+    """Nothing on one machine; on the Dask cluster, the row against plain Dask."""
+    return "; ".join(_cluster_parts(row))
 
 
 def _recovery_detail(row: Row, ctx: Context) -> str:
@@ -536,7 +644,7 @@ class Case:
 
 STARTUP_THREADED_2ND = "startup_threaded_2nd"
 # The process pools (no variant, no thread pool): the peers of the start-up and shutdown cases.
-PROCESS_PEERS = tuple(key for key, spec in PEERS.items() if not spec.threads and spec.variant_of is None)
+PROCESS_PEERS = tuple(key for key, spec in PEERS.items() if not spec.threads and spec.variant_of is None and spec.group is None)
 
 CASES: dict[str, Case] = {
     case.name: case
@@ -576,9 +684,19 @@ CASES: dict[str, Case] = {
             reference=PPE,
             thread_reference=TPE,
         ),
+        Case(
+            "roundtrip",
+            "ms",
+            False,
+            "200 single calls f(i), one at a time: each issued (apply_async, submit) and its result taken before the next",
+            roundtrip,
+            _cluster_detail,
+            only_peers=(ROBUSTDASK, DASK),
+            reference=DASK,
+        ),
         Case("cpu_1ms", "tasks/s", True, "2,000 tasks of ~1 ms pure-Python work, chunksize 1", cpu_1ms, _cpu_detail),
         Case("payload_1MB", "MiB/s", True, "300 tasks echoing 1 MiB of bytes, chunksize 1", payload_1mb),
-        Case("startup", "ms", False, "pool construction to the first result of a trivial task", startup),
+        Case("startup", "ms", False, "pool construction to the first result of a trivial task", startup, _cluster_detail),
         Case(
             "startup_threaded",
             "ms",
@@ -653,9 +771,9 @@ def _best_time(loops: int, samples: int) -> float:
     return best
 
 
-def prepare(config: Config, cases: list[Case], thread_baseline: int) -> Context:
+def prepare(config: Config, cases: list[Case], thread_baseline: int, cluster: Cluster | None = None) -> Context:
     """Build the shared context: calibrate ``spin`` and make the payload, if those cases run."""
-    ctx = Context(config, thread_baseline)
+    ctx = Context(config, thread_baseline, cluster=cluster)
     names = {case.name for case in cases}
     if "cpu_1ms" in names:
         ctx.spin_loops, ctx.serial_task_s = calibrate_spin()

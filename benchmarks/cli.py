@@ -39,6 +39,13 @@ def parse(argv: list[str] | None = None) -> tuple[configuration.Config, Path | N
         f" the calls cases only; the thread pools {', '.join(p.key for p in PEERS.values() if p.threads)} run only in"
         f" {', '.join(THREAD_CASES)})",
     )
+    parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="run the Dask peers (robustpool-dask, dask: plain Dask, and serial: the serial reference) on a"
+        " LocalCluster of 2 single-threaded worker processes started for the run; with --peers, those named"
+        " (naming a Dask peer starts the cluster too); needs distributed (pip install 'robustpool[dask]')",
+    )
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the results as Markdown to FILE")
     parser.add_argument(
         "--quick", action="store_true", help="a ~1 minute run: a tenth of the sizes, 3 repeats, 5 s recovery limit"
@@ -50,7 +57,7 @@ def parse(argv: list[str] | None = None) -> tuple[configuration.Config, Path | N
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     config = configuration.quick(args.repeats) if args.quick else configuration.Config()
-    config = replace(config, cases=args.cases, peers=args.peers)
+    config = replace(config, cases=args.cases, peers=args.peers, dask=args.dask)
     if args.repeats is not None:
         if args.repeats < 1:
             parser.error("--repeats must be at least 1")

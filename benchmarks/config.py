@@ -13,7 +13,8 @@ class Config:
 
     repeats: int = 5
     cases: tuple[str, ...] = ()  # empty: all cases
-    peers: tuple[str, ...] = ()  # empty: all peers
+    peers: tuple[str, ...] = ()  # empty: all peers (of no group, or of the Dask group with ``dask``)
+    dask: bool = False  # the Dask peers, on a LocalCluster started for the run
     scale: float = 1.0
     workers: int = WORKERS
     recovery_timeout: float = 10.0  # per recovery child, as the brief asks

@@ -18,6 +18,11 @@ with the faster of them, when all ran: the issue asks for at least the faster on
 
 A case's ``parts`` become rows of their own after the case's rows, ranked in the same way,
 from a value every repeat left in its detail (a repeat without it fails in that row).
+
+A run with a Dask peer (``--dask``, or one named in ``--peers``) starts one LocalCluster
+before its first case and closes it after its last (``cluster.started_for``); the Dask rows'
+"x stdlib" is against plain Dask on that cluster (their ``twin``). A case that none of the
+run's peers runs is left out.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ import sys
 import time
 from typing import TextIO
 
-from . import procs
-from .cases import CASES, Case, Context, Part, prepare
+from . import cluster, procs
+from .cases import CASES, CLUSTER_SIZES, Case, Context, Part, prepare
 from .config import Config
 from .deadline import DeadlineExceeded, deadline
 from .machine import describe
-from .peers import PEERS, PPE, THREAD_CASES, PeerSpec, resolve, variants
+from .peers import DASK_GROUP, PEERS, PPE, THREAD_CASES, PeerSpec, resolve, variants
 from .results import Outcome, Report, Row
 
 
@@ -44,11 +49,12 @@ def select_cases(names: tuple[str, ...]) -> list[Case]:
     return [CASES[n] for n in CASES if n in names]
 
 
-def select_peers(names: tuple[str, ...], notes: list[str]) -> list[PeerSpec]:
-    """The requested peers (all by default) and their variants that are installed; a note for
-    each one skipped."""
+def select_peers(names: tuple[str, ...], notes: list[str], groups: tuple[str, ...] = ()) -> list[PeerSpec]:
+    """The requested peers (by default: those of ``groups`` if any, else every peer of no group)
+    and their variants that are installed; a note for each one skipped."""
     wanted: list[PeerSpec] = []
-    for spec in [resolve(n) for n in names] if names else list(PEERS.values()):
+    default = [spec for spec in PEERS.values() if (spec.group in groups if groups else spec.group is None)]
+    for spec in [resolve(n) for n in names] if names else default:
         for one in (spec, *variants(spec)):
             if one not in wanted:
                 wanted.append(one)
@@ -86,12 +92,26 @@ def _progress(out: TextIO | None, text: str) -> None:
 
 
 def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
-    """Run the harness and return its Report (nothing is printed but progress)."""
-    started = time.monotonic()
+    """Run the harness and return its Report (nothing is printed but progress); with a Dask
+    peer, on a LocalCluster started for the run and closed at its end."""
     notes: list[str] = []
-    cases = select_cases(config.cases)
-    peers = select_peers(config.peers, notes)
-    ctx = prepare(config, cases, procs.thread_count())
+    peers = select_peers(config.peers, notes, (DASK_GROUP,) if config.dask else ())
+    cases = [case for case in select_cases(config.cases) if any(case.runs(peer) for peer in peers)]
+    with cluster.started_for(peers, config.workers, notes) as dask:
+        return _run(config, cases, peers, notes, dask, progress)
+
+
+def _run(
+    config: Config,
+    cases: list[Case],
+    peers: list[PeerSpec],
+    notes: list[str],
+    dask: cluster.Cluster | None,
+    progress: TextIO | None,
+) -> Report:
+    started = time.monotonic()
+    # The thread baseline is taken after the cluster's client started its own threads.
+    ctx = prepare(config, cases, procs.thread_count(), dask)
     machine = describe(peers)
     rows: list[Row] = []
     for case in cases:
@@ -112,6 +132,7 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
                 _progress(progress, f"[{time.monotonic() - started:6.1f}s] {case.name} {r + 1}/{repeats} {peer.label}: {shown}")
         for part_rows in (case_rows, *(_part_rows(case_rows, part) for part in case.parts)):
             _rank(part_rows, {p.key: p for p in case_peers}, case)
+            ctx.medians.update({(row.case, row.peer): row.median for row in part_rows.values() if row.median is not None})
             for row in part_rows.values():
                 row.detail = case.summarize(row, ctx)
             rows += part_rows.values()
@@ -185,7 +206,7 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
                 f" ceil(n / (4 x workers)) = {-(-n // (4 * ctx.workers)):,}; the others used their own default"
             )
     # The process peers' APIs (the thread pools' are in _thread_notes).
-    processes = any(not p.threads for p in peers)
+    processes = any(not p.threads and p.group is None for p in peers)
     if processes and names & {"tiny_imap_c1", "cpu_1ms", "payload_1MB"}:
         notes.append(
             "chunksize-1 cases: Pool.imap (robustpool, mp.Pool), Executor.map(chunksize=1) (PPE, loky),"
@@ -206,6 +227,8 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
             " AsyncResult / RobustFuture awaited as they are; loop.run_in_executor(executor, f, i) for PPE and loky;"
             " asyncio.wrap_future(schedule(...)) for pebble; x stdlib is against PPE (mp.Pool and mpire have no awaitable call)"
         )
+    if ctx.cluster is not None:
+        notes += _cluster_notes(names, ctx)
     if "recovery" in names:
         notes.append(
             f"recovery: in a fresh child per repeat (limit {ctx.config.recovery_timeout:g} s): warm pool, a task SIGKILLs its"
@@ -248,6 +271,36 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
     for spec in peers:
         notes += spec.notes
     notes.append("ratios are slowdown factors: 1.00 = as good as the reference, 2.00 = half as good (time, MiB or 1/throughput)")
+    return notes
+
+
+def _cluster_notes(names: set[str], ctx: Context) -> list[str]:
+    """How the Dask peers are called, sized and compared (``names``: the run's cases)."""
+    sized = ", ".join(f"{case} {ctx.config.size(n):,}" for case, n in CLUSTER_SIZES.items() if case in names)
+    notes = [
+        "on the Dask cluster: robustpool-dask is RobustPool(engine=DaskEngine(client)) (Pool.imap, apply_async + get);"
+        " dask is plain Dask on the same client, one Dask task per item or call: client.map(f, items, pure=False) with"
+        " the results taken in order as they complete (as_completed), client.submit(f, x, pure=False) + result();"
+        " their x stdlib is against dask; their pools are warmed with single calls"
+    ]
+    if sized:
+        notes.append(f"on the Dask cluster, fewer items (both Dask peers alike; plain Dask runs a few hundred tasks/s): {sized}")
+    if "cpu_1ms" in names:
+        notes.append(
+            f"cpu_1ms on the Dask cluster: cores x serial is the cluster's {ctx.cluster.cores if ctx.cluster else 0} worker"
+            " threads x the serial row's median (the same tasks in a plain loop in the owner, measured in the same repeats);"
+            " the cluster's scheduler, the owner and the Dask workers share this machine's cores"
+        )
+    if names & {"tiny_imap_c1", "cpu_1ms"}:
+        notes.append(
+            "tiny_imap_c1, cpu_1ms on the Dask cluster: the detail gives the medians of the first result's time and of the"
+            " rate over the second half of the items (the pool's start against its steady rate)"
+        )
+    if "startup" in names:
+        notes.append(
+            "startup on the Dask cluster: on the run's client, whose Dask workers have hosted earlier pools; plain Dask has"
+            " no pool to build, so its row is its first call's round trip"
+        )
     return notes
 
 

@@ -53,6 +53,19 @@ the GIL, so it would measure the GIL, not the pool), payload_1MB (bytes pass by 
 nothing travels) or imap_memory (robustpool and multiprocessing only), nor in the process
 pools' start-up and shutdown cases (startup_threaded, import, exit).
 
+The Dask peers (``group="dask"``: selected by ``--dask`` or by name, never by default) run
+on the run's ``distributed.LocalCluster`` (see ``cluster``), built with its client
+(``on_cluster``) instead of a worker count, in ``DASK_CASES`` only:
+
+* ``robustpool-dask``: ``RobustPool(engine=DaskEngine(client))``, its size the cluster's
+  threads (the engine's default): ``Pool.imap``, ``apply_async`` + ``get``;
+* ``dask``: plain Dask on the same client, a Dask task per item or call:
+  ``client.map(f, items, pure=False)`` with the results taken in order as they complete
+  (``as_completed``; ``client.gather`` measured the same within the noise), and
+  ``client.submit(f, x, pure=False)`` + ``result()``; it has no pool of its own to build or close;
+* ``serial``: no pool, the same tasks in a plain loop in the owner (cpu_1ms only), so that
+  cluster throughput can be read against cores x serial speed measured in the same run.
+
 ``imports`` are what a program imports to use a peer's pool (``from robustpool import
 RobustPool``): the ``import`` case times them in a fresh interpreter, and ``load()`` runs them
 before any case, so no other case times them (robustpool and ``concurrent.futures`` load their
@@ -87,7 +100,13 @@ PPE = "ppe"
 ROBUSTTHREADPOOL = "robustthreadpool"
 THREADPOOL = "threadpool"  # multiprocessing.pool.ThreadPool
 TPE = "tpe"  # concurrent.futures.ThreadPoolExecutor
+ROBUSTDASK = "robustpool-dask"
+DASK = "dask"  # plain Dask
+SERIAL = "serial"  # no pool: the serial reference
+DASK_GROUP = "dask"  # the group of the three above: ``--dask``
 CALL_CASES = ("calls", "async_calls")  # the cases of robustpool's variants
+# The cases of the Dask peers (the serial reference runs in cpu_1ms only).
+DASK_CASES = ("tiny_imap_c1", "calls", "roundtrip", "cpu_1ms", "startup")
 # The cases of the thread pools: those that mean on threads what they mean on processes.
 THREAD_CASES = ("tiny_map", "tiny_imap_c1", *CALL_CASES, "startup")
 
@@ -231,6 +250,94 @@ class RobustExecutorHandle(PoolHandle):
 
     def kill(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class RobustDaskHandle(RobustPoolHandle):
+    """robustpool on the run's Dask cluster: ``RobustPool(engine=DaskEngine(client))``."""
+
+    def __init__(self, client: Any, workers: int) -> None:
+        from robustpool import RobustPool
+        from robustpool.dask import DaskEngine
+
+        self._pool = RobustPool(engine=DaskEngine(client))  # as many processes as the cluster has threads
+
+
+class DaskHandle(PoolHandle):
+    """Plain Dask on the run's client: one Dask task per item or call, nothing to build or close."""
+
+    def __init__(self, client: Any, workers: int) -> None:
+        self._client = client
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
+        futures = self._client.map(func, items, pure=False)
+        return list(self._client.gather(futures))
+
+    def imap(self, func: Callable[[Any], Any], items: Iterable[Any], chunksize: int) -> Iterator[Any]:
+        from distributed import as_completed
+
+        futures = self._client.map(func, list(items), pure=False)
+        index = {future.key: k for k, future in enumerate(futures)}
+        return _in_order(as_completed(futures, with_results=True), index)  # type: ignore[no-untyped-call]
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> Waiter:
+        return _FutureWaiter(self._client.submit(func, *args, pure=False))
+
+    def caller(self) -> tuple[Issue, Take]:
+        submit = self._client.submit
+        return (lambda f, x: submit(f, x, pure=False)), _result
+
+    def context(self) -> AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        pass  # the cluster and its client belong to the run
+
+    def kill(self) -> None:
+        pass
+
+
+def _in_order(done: Iterable[tuple[Any, Any]], index: dict[Any, int]) -> Iterator[Any]:
+    """The values of ``(future, value)`` pairs, as they complete, in the order of ``index``."""
+    held: dict[int, Any] = {}
+    following = 0
+    for future, value in done:
+        held[index[future.key]] = value
+        while following in held:
+            yield held.pop(following)
+            following += 1
+
+
+class _Done:
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def get(self) -> Any:
+        return self._value
+
+
+class SerialHandle(PoolHandle):
+    """No pool: every task runs at once in the owner, one after another."""
+
+    def __init__(self, workers: int) -> None:
+        pass
+
+    def map(self, func: Callable[[Any], Any], items: Sequence[Any], chunksize: int | None) -> list[Any]:
+        return [func(item) for item in items]
+
+    def imap(self, func: Callable[[Any], Any], items: Iterable[Any], chunksize: int) -> Iterator[Any]:
+        return map(func, items)
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> Waiter:
+        return _Done(func(*args))
+
+    def context(self) -> AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
 
 
 class MultiprocessingHandle(PoolHandle):
@@ -460,6 +567,11 @@ class PeerSpec:
     # What a program imports to use the pool: (module, name) is ``from module import name``,
     # (module, None) is ``import module``. Timed by the import case, run by load().
     imports: tuple[tuple[str, str | None], ...] = ()
+    # A peer of a group runs only when asked for: by name, or by its group's option (--dask).
+    group: str | None = None
+    # Builds the peer on the run's Dask cluster, from its client (``factory`` is not used).
+    on_cluster: Callable[[Any, int], PoolHandle] | None = None
+    install: str | None = None  # what to pip install when it is missing (default: distribution)
 
     def missing(self) -> str | None:
         """Why the peer cannot run here, or None when it can."""
@@ -468,9 +580,18 @@ class PeerSpec:
         except (ImportError, ValueError):
             found = False
         if not found:
-            hint = f"; pip install {self.distribution}" if self.distribution else ""
+            install = self.install or self.distribution
+            hint = f"; pip install {install}" if install else ""
             return f"module {self.module!r} is not installed{hint}"
         return None
+
+    def build(self, workers: int, client: Any = None) -> PoolHandle:
+        """A new pool of the peer; one on the Dask cluster is built with the run's ``client``."""
+        if self.on_cluster is None:
+            return self.factory(workers)
+        if client is None:
+            raise RuntimeError(f"{self.label} runs on a Dask cluster, and this run started none")
+        return self.on_cluster(client, workers)
 
     def load(self) -> None:
         """Import the peer's module and its ``imports`` now, so no case times an import."""
@@ -491,6 +612,10 @@ class PeerSpec:
             return importlib.metadata.version(self.distribution)
         except importlib.metadata.PackageNotFoundError:
             return "?"
+
+
+def _cluster_only(workers: int) -> PoolHandle:
+    raise TypeError("this peer runs on the run's Dask cluster: build it with PeerSpec.build(workers, client)")
 
 
 def mp_default_chunksize(n: int, workers: int) -> int:
@@ -621,6 +746,35 @@ PEERS: dict[str, PeerSpec] = {
             only_cases=THREAD_CASES,
             threads=True,
         ),
+        # The Dask group: the two peers on the run's cluster, and the serial reference.
+        PeerSpec(
+            ROBUSTDASK,
+            "robustpool-dask",
+            "distributed",
+            "robustpool",
+            _cluster_only,
+            twin=DASK,
+            only_cases=DASK_CASES,
+            imports=(("robustpool", "RobustPool"), ("robustpool.dask", "DaskEngine")),
+            group=DASK_GROUP,
+            on_cluster=RobustDaskHandle,
+            install="'robustpool[dask]'",
+        ),
+        PeerSpec(
+            DASK,
+            "dask",
+            "distributed",
+            "distributed",
+            _cluster_only,
+            default_chunksize=False,
+            chunks=False,
+            twin=DASK,
+            only_cases=DASK_CASES,
+            imports=(("distributed", "Client"), ("distributed", "as_completed")),
+            group=DASK_GROUP,
+            on_cluster=DaskHandle,
+        ),
+        PeerSpec(SERIAL, "serial", "benchmarks.work", None, SerialHandle, only_cases=("cpu_1ms",), group=DASK_GROUP),
     )
 }
 
@@ -637,6 +791,8 @@ ALIASES = {
     "threadpoolexecutor": TPE,
     "concurrent.futures.threadpoolexecutor": TPE,
     "robustthreadpool-executor": "robustthreadexecutor",
+    "distributed": DASK,
+    "robustpool.dask": ROBUSTDASK,
 }
 
 

@@ -5,12 +5,14 @@ stdlib Pool's recovery is reported as a hang rather than crashing the harness, t
 missing peer is skipped with a note, that robustpool's variants (its submit and
 RobustExecutor) run in the calls cases only and are compared with ProcessPoolExecutor, that
 the thread pools run in their cases only, ranked among themselves and compared with the
-stdlib thread pools, and that both renderings contain every row. It never looks at the
-numbers themselves: timings on a shared machine mean nothing here.
+stdlib thread pools, that the Dask peers run on a LocalCluster of the run's own (and are
+skipped with a note when distributed is missing), and that both renderings contain every row.
+It never looks at the numbers themselves: timings on a shared machine mean nothing here.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -23,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import cli  # noqa: E402
+from benchmarks import cli, procs  # noqa: E402
 from benchmarks.cases import CASES  # noqa: E402
 from benchmarks.config import Config  # noqa: E402
-from benchmarks.harness import run  # noqa: E402
-from benchmarks.peers import PEERS, STDLIB, PeerSpec  # noqa: E402
+from benchmarks.harness import run, select_peers  # noqa: E402
+from benchmarks.peers import DASK_CASES, DASK_GROUP, PEERS, ROBUSTPOOL, STDLIB, PeerSpec  # noqa: E402
 from benchmarks.report import markdown, text  # noqa: E402
 
 TINY = Config(
@@ -38,6 +40,8 @@ TINY = Config(
     case_timeout=15.0,
     memory_timeout=15.0,
 )
+# The cases of the pools on one machine (the others run on the Dask cluster only).
+LOCAL_CASES = [name for name, case in CASES.items() if case.runs(PEERS[ROBUSTPOOL])]
 
 
 def test_every_case_produces_rows(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +55,7 @@ def test_every_case_produces_rows(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert any(note.startswith("mpire: skipped") for note in report.notes)
     assert {row.peer for row in report.rows} == {"robustpool", "robustpool.submit", "RobustExecutor", "mp.Pool"}
-    for case in CASES:
+    for case in LOCAL_CASES:
         robust = report.row(case, "robustpool")
         stdlib = report.row(case, "mp.Pool")
         assert robust is not None, f"no robustpool row for {case}"
@@ -81,7 +85,7 @@ def test_every_case_produces_rows(monkeypatch: pytest.MonkeyPatch) -> None:
 
     table = text(report)
     document = markdown(report)
-    for case in CASES:
+    for case in LOCAL_CASES:
         assert case in table
         assert f"| {case} | robustpool |" in document
     assert "## Machine" in document and "python" in document
@@ -155,5 +159,65 @@ def test_command_line_options(tmp_path: Path) -> None:
     assert config.repeats_for("recovery") == 3 and path is None and quiet
     config, path, _ = cli.parse(["--quick", "--markdown", str(tmp_path / "out.md")])
     assert config.scale < 1 and path == tmp_path / "out.md"
+    config, _, _ = cli.parse(["--dask", "--cases", "tiny_imap_c1,cpu_1ms"])
+    assert config.dask and config.peers == () and config.cases == ("tiny_imap_c1", "cpu_1ms")
     with pytest.raises(SystemExit):
         cli.parse(["--cases", "no_such_case"])
+
+
+@pytest.fixture(scope="module")
+def resource_tracker() -> None:
+    """The owner's multiprocessing resource tracker, started before the leak check looks: a
+    LocalCluster's spawned processes start it at first use, and it lives as long as pytest."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="distributed is not installed")
+@pytest.mark.usefixtures("resource_tracker")
+def test_dask_peers_run_on_a_cluster_of_their_own() -> None:
+    """--dask: robustpool-dask and plain Dask in every Dask case, on one LocalCluster started
+    for the run and gone after it; their "x stdlib" is against plain Dask, and cpu_1ms on the
+    cluster is read against the serial row (cores x serial speed)."""
+    before = procs.children()
+    config = Config(repeats=1, dask=True, scale=0.01, case_timeout=30.0)
+    report = run(config, progress=None)
+
+    assert {row.peer for row in report.rows} == {"robustpool-dask", "dask", "serial"}
+    assert {row.case for row in report.rows} == set(DASK_CASES)
+    for case in DASK_CASES:
+        robust, dask = report.row(case, "robustpool-dask"), report.row(case, "dask")
+        assert robust is not None and dask is not None, f"no rows for {case}"
+        assert robust.status == "ok" and dask.status == "ok", f"{case}: {robust.status}, {dask.status}"
+        assert robust.reference == "dask" and robust.ratio_stdlib is not None, case
+        assert "plain Dask" in robust.detail or "calls/s of dask" in robust.detail, f"{case}: {robust.detail!r}"
+    serial = report.row("cpu_1ms", "serial")
+    assert serial is not None and serial.status == "ok"
+    cpu = report.row("cpu_1ms", "robustpool-dask")
+    assert cpu is not None and "of cores x serial (2 x" in cpu.detail and "second half" in cpu.detail
+    assert any(note.startswith("Dask: one LocalCluster for the run, 2 worker processes") for note in report.notes)
+    assert any(note.startswith("robustpool-dask: its first pool on the fresh cluster") for note in report.notes)
+    assert not [note for note in report.notes if "still alive" in note or "outlived" in note]
+    assert procs.wait_children(before) == []  # the cluster's processes are gone with the run
+    assert "robustpool-dask" in text(report) and "| roundtrip | dask |" in markdown(report)
+
+
+def test_dask_peers_are_skipped_without_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without distributed, --dask runs what it can (the serial reference) and says why the Dask
+    peers did not run; no cluster is started. A run without --dask never selects them."""
+    real_missing = PeerSpec.missing
+
+    def pretend_distributed_is_missing(self: PeerSpec) -> str | None:
+        if self.module == "distributed":
+            return "module 'distributed' is not installed (pretending)"
+        return real_missing(self)
+
+    monkeypatch.setattr(PeerSpec, "missing", pretend_distributed_is_missing)
+    report = run(Config(repeats=1, dask=True, cases=("cpu_1ms",), scale=0.01), progress=None)
+    assert {row.peer for row in report.rows} == {"serial"}
+    assert any(note.startswith("robustpool-dask: skipped, module 'distributed'") for note in report.notes)
+    assert any(note.startswith("dask: skipped") for note in report.notes)
+    assert not any(note.startswith("Dask: one LocalCluster") for note in report.notes)
+    monkeypatch.undo()
+    assert not [spec.key for spec in select_peers((), []) if spec.group == DASK_GROUP]
