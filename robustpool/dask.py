@@ -22,6 +22,7 @@ Importing ``robustpool`` never imports Dask; importing this module does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,9 +53,15 @@ class DaskEngine:
         ``Client.submit``'s ``workers=``; default None: any.
     :param resources: Dask resources each of the pool's tasks (chunks) needs, as
         ``Client.submit``'s ``resources=``, such as ``{"GPU": 1}``; default None.
-    :raises TypeError: ``client`` is not a ``distributed.Client``, or ``workers`` or
-        ``resources`` has the wrong type.
-    :raises ValueError: the client is asynchronous or not connected.
+    :param owner_timeout: seconds a pool's processes on the Dask workers outlive an owner
+        that stopped answering (killed with ``kill -9``, its machine gone): the pool renews a
+        lease in the scheduler while it runs, and when the lease has not changed for this
+        long the Dask workers stop the pool's processes, for good; default 60. Must be > 0;
+        a pool whose owner is alive is never stopped by it, however long its tasks run.
+    :raises TypeError: ``client`` is not a ``distributed.Client``, or ``workers``,
+        ``resources`` or ``owner_timeout`` has the wrong type.
+    :raises ValueError: the client is asynchronous or not connected, or ``owner_timeout`` is not
+        a positive finite number of seconds.
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class DaskEngine:
         *,
         workers: str | Sequence[str] | None = None,
         resources: Mapping[str, float] | None = None,
+        owner_timeout: float = 60.0,
     ) -> None:
         if not isinstance(client, distributed.Client):
             raise TypeError(f"client must be a distributed.Client, not {type(client).__name__}")
@@ -76,6 +84,11 @@ class DaskEngine:
             raise TypeError("workers must be a Dask worker address, a sequence of them, or None")
         if resources is not None and not isinstance(resources, Mapping):
             raise TypeError(f"resources must be a mapping such as {{'GPU': 1}}, not {type(resources).__name__}")
+        if isinstance(owner_timeout, bool) or not isinstance(owner_timeout, (int, float)):
+            raise TypeError(f"owner_timeout must be a number of seconds, not {type(owner_timeout).__name__}")
+        if not 0 < owner_timeout < math.inf:
+            raise ValueError(f"owner_timeout must be > 0 seconds and finite, not {owner_timeout!r}")
+        self._owner_timeout = float(owner_timeout)
         self._client = client
         self._workers = None if workers is None else list(workers)
         self._resources = None if resources is None else dict(resources)
@@ -118,7 +131,7 @@ class DaskEngine:
             options["workers"] = self._workers
         if self._resources is not None:
             options["resources"] = self._resources
-        return DaskRunner(self._client, config, max(1, self._threads()), options)
+        return DaskRunner(self._client, config, max(1, self._threads()), options, self._owner_timeout)
 
     def __repr__(self) -> str:
         return f"DaskEngine({self._client!r})"

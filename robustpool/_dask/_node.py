@@ -23,8 +23,11 @@ its lock: chunks arrive on the Dask worker's threads, kills on its event loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import pickle
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -72,6 +75,11 @@ class Pickled:
 
     def __repr__(self) -> str:
         return "..."
+
+
+def lease_key(name: str) -> list[str]:
+    """Where a pool's lease lives in the scheduler's metadata (``Client.set_metadata``)."""
+    return ["robustpool", name]
 
 
 def _elsewhere(*args: object, **kwargs: object) -> None:  # pragma: no cover - never called
@@ -128,9 +136,10 @@ class NodePool(WorkerPlugin):
     Pickled by Dask to every worker: only the pool's name and its configuration travel,
     the configuration pickled by the owner (its initializer is the user's function)."""
 
-    def __init__(self, name: str, config: bytes) -> None:
+    def __init__(self, name: str, config: bytes, owner_timeout: float) -> None:
         self.name = name
         self._config = config
+        self._owner_timeout = owner_timeout
         self._lock = threading.Lock()
         self._engine: ProcessEngine | None = None
         self._address = ""
@@ -139,10 +148,10 @@ class NodePool(WorkerPlugin):
         self._stopped = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "config": self._config}
+        return {"name": self.name, "config": self._config, "owner_timeout": self._owner_timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["name"], state["config"])  # type: ignore[misc]
+        self.__init__(state["name"], state["config"], state["owner_timeout"])  # type: ignore[misc]
 
     def setup(self, worker: Any) -> None:
         """Start this worker's engine: as many processes as the Dask worker has threads,
@@ -155,6 +164,48 @@ class NodePool(WorkerPlugin):
         with self._lock:
             self._address = str(worker.address)
             self._engine = ProcessEngine(config)
+        # Called on the Dask worker's event loop: the watch runs there, beside Dask's own.
+        asyncio.get_running_loop().create_task(self._watch(worker))
+
+    async def _watch(self, worker: Any) -> None:
+        """Stop the pool everywhere once its owner is gone: the scheduler keeps a worker
+        plugin (and installs it on every Dask worker that starts later) until someone
+        unregisters it, and an owner killed with ``kill -9`` never does. The owner renews a
+        lease in the scheduler's metadata; a lease that has not changed for
+        ``owner_timeout`` (measured on this machine's clock: no clocks are compared) means
+        the owner is gone, and this worker unregisters the plugin for the whole cluster."""
+        seen: object = None
+        changed = time.monotonic()
+        while True:
+            await asyncio.sleep(self._owner_timeout / 4)
+            with self._lock:
+                if self._stopped:
+                    return
+            try:
+                lease = await worker.scheduler.get_metadata(keys=lease_key(self.name), default=None)
+            except Exception:  # the scheduler is out of reach: Dask itself deals with that
+                continue
+            now = time.monotonic()
+            if lease != seen:
+                seen, changed = lease, now
+                continue
+            if now - changed < self._owner_timeout:
+                continue
+            # Every worker sees the lapse at about the same time; one unregistering is
+            # enough (the scheduler logs an error for each later one), so each waits a
+            # moment first and stands down if the plugin's teardown came meanwhile.
+            await asyncio.sleep(random.uniform(0, self._owner_timeout / 4))
+            with self._lock:
+                if self._stopped:
+                    return
+            log.warning(
+                "robustpool: pool %s's owner renewed nothing for %.0f s: stopping its engines on every Dask worker",
+                self.name,
+                now - changed,
+            )
+            with contextlib.suppress(Exception):  # another worker may have done it first
+                await worker.scheduler.unregister_worker_plugin(name=self.name)
+            return
 
     def teardown(self, worker: Any) -> None:
         """The pool stopped (or this Dask worker is closing): stop the engine, bounded."""

@@ -33,6 +33,7 @@ import logging
 import math
 import queue
 import threading
+import time
 import uuid
 import weakref
 from collections import deque
@@ -66,6 +67,7 @@ _MAX_BATCH = 4096  # most items merged into one Dask task
 _FIRST_BATCH = 8  # items merged before a function's timing is known
 _STOP_S = 10.0  # the most the runner waits for Dask to drop the pool's engines when it stops
 _IDLE_TURN_S = 1.0  # the runner's thread looks at the client this often when nothing happens
+_RENEWALS = 6  # the lease is renewed this many times per owner_timeout
 
 _pool_ids = itertools.count(1)
 _live: weakref.WeakSet[DaskRunner] = weakref.WeakSet()  # runners not finished (for the exit below)
@@ -124,7 +126,7 @@ class DaskRunner:
         Capability.KILL_ON_TIMEOUT | Capability.MEMORY_LIMIT | Capability.RECYCLE | Capability.STOP_RUNNING | Capability.DEATHS
     )
 
-    def __init__(self, client: Any, config: PoolConfig, threads: int, options: dict[str, Any]) -> None:
+    def __init__(self, client: Any, config: PoolConfig, threads: int, options: dict[str, Any], owner_timeout: float) -> None:
         self._client = client
         self._config = config
         # The pool's name: its worker plugin's, and the prefix of its Dask keys.
@@ -154,7 +156,13 @@ class DaskRunner:
         self.broken: BaseException | None = None
         self._finished = threading.Event()
         blob = ser.dumps(config)  # its initializer is the user's: pickled as functions are
-        client.register_plugin(_node.NodePool(self.name, blob), name=self.name)
+        # The lease: renewed while this runner lives; the engines on the Dask workers stop
+        # themselves once it has not changed for owner_timeout (see _node.NodePool._watch).
+        self._owner_timeout = owner_timeout
+        self._lease = 0
+        self._renewed = time.monotonic()
+        client.set_metadata(_node.lease_key(self.name), self._lease)
+        client.register_plugin(_node.NodePool(self.name, blob, owner_timeout), name=self.name)
         self._thread = threading.Thread(target=self._run, name=f"robustpool-dask-{self.name}", daemon=True)
         self._thread.start()
         _live.add(self)
@@ -267,7 +275,7 @@ class DaskRunner:
         try:
             while True:
                 try:
-                    item = self._inbox.get(timeout=_IDLE_TURN_S)
+                    item = self._inbox.get(timeout=min(_IDLE_TURN_S, self._owner_timeout / _RENEWALS))
                 except queue.Empty:
                     item = None
                 finished: list[str] = []
@@ -283,6 +291,7 @@ class DaskRunner:
                 if finished:
                     self._on_finished(finished)
                 self._check_client()
+                self._renew_lease()
                 if self.broken is not None:
                     self._fail_everything(self.broken)
                     self._flush()
@@ -501,7 +510,7 @@ class DaskRunner:
             exc = flight.future.exception(timeout=_IDLE_TURN_S)
         except BaseException as err:  # cancelled: exception() raises CancelledError
             exc = err
-        self._settle(flight, _lost(flight, exc, getattr(exc, "last_worker", None)))
+        self._settle(flight, _lost(flight, exc, _address_of(getattr(exc, "last_worker", None))))
 
     def _on_reply(self, flight: Flight, reply: tuple[Any, ...]) -> None:
         outcomes, elapsed, host, killed, stats = reply
@@ -594,6 +603,13 @@ class DaskRunner:
                 f"robustpool's Dask engine cannot run anything more: its client ({self._client.id}) was closed"
             )
 
+    def _renew_lease(self) -> None:
+        now = time.monotonic()
+        if now - self._renewed >= self._owner_timeout / _RENEWALS and self.broken is None:
+            self._renewed = now
+            self._lease += 1
+            self._on_loop(self._client.set_metadata(_node.lease_key(self.name), self._lease, asynchronous=True), "lease")
+
     def _flush(self) -> None:
         touched, self._touched = self._touched, set()
         for job in touched:
@@ -669,7 +685,7 @@ def _lost(flight: Flight, exc: BaseException, host: str | None) -> BaseException
         return exc
     name = type(exc).__name__
     if name == "KilledWorker":
-        reason = f"Dask lost the worker running it (and each worker it was moved to): {exc}"
+        reason = f"Dask lost the worker running it (and each worker it was moved to): {name}: {exc}"
     elif name in ("CancelledError", "FutureCancelledError"):
         reason = f"Dask cancelled it (the client closed, or the cluster was restarted): {exc}"
     else:
@@ -677,6 +693,15 @@ def _lost(flight: Flight, exc: BaseException, host: str | None) -> BaseException
     lost = WorkerLostError(None, None, reason=reason, host=host)
     lost.__cause__ = exc
     return lost
+
+
+def _address_of(worker: object) -> str | None:
+    """A Dask worker's address, from what Dask gives (``KilledWorker.last_worker`` is the
+    scheduler's ``WorkerState``, or its address)."""
+    if worker is None:
+        return None
+    address = getattr(worker, "address", worker)
+    return address if isinstance(address, str) else str(address)
 
 
 def _with_item(error: BaseException, t: Task, k: int) -> BaseException:

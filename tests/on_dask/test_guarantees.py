@@ -122,6 +122,79 @@ def test_a_dask_worker_killed_from_outside_costs_its_tasks_at_most(client: Any) 
     print(f"Dask workers before {sorted(before.items())}, after {sorted(after.items())}")
 
 
+def test_a_dask_worker_lost_for_good_fails_its_items_naming_it() -> None:
+    """With Dask's allowed-failures at 0, a chunk whose Dask worker is killed is not moved:
+    its items fail with WorkerLostError, no signal or pid (unknowable), the address."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), cluster.started() as c:
+        before = cluster.worker_pids(c)
+        with RobustPool(engine=DaskEngine(c)) as pool:
+            results = [pool.apply_async(sleep_then_mark, (3.0, os.devnull)) for _ in range(2)]
+            time.sleep(1.0)  # one on each Dask worker
+            address, pid = sorted(before.items())[0]
+            os.kill(pid, signal.SIGKILL)
+            outcomes: list[Any] = []
+            for r in results:
+                try:
+                    outcomes.append(r.get(timeout=WAIT))
+                except WorkerLostError as err:
+                    outcomes.append(err)
+            lost = [o for o in outcomes if isinstance(o, WorkerLostError)]
+            assert len(lost) == 1 and outcomes.count(os.devnull) == 1, outcomes
+            err = lost[0]
+            assert err.host == address and err.pid is None and err.signal is None, repr(err)
+            assert f"a worker on {address} died" in str(err) and "KilledWorker" in str(err)
+            cluster.wait_for_workers(c)
+
+
+_OWNER = """
+import sys
+from distributed import Client
+from robustpool import RobustPool
+from robustpool.dask import DaskEngine
+
+client = Client(sys.argv[1])
+pool = RobustPool(engine=DaskEngine(client, owner_timeout=2.0))
+assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+print("ready", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _pool_plugins(client: Any) -> dict[str, list[str]]:
+    plugins: dict[str, list[str]] = client.run(
+        lambda dask_worker: sorted(n for n in dask_worker.plugins if n.startswith("robustpool-"))
+    )
+    return plugins
+
+
+def test_an_owner_killed_leaves_nothing_running_on_the_cluster(client: Any) -> None:
+    """kill -9 of the owner: its pool's processes on the Dask workers stop once its lease
+    lapses (owner_timeout), and the scheduler installs them on no worker again."""
+    args = [sys.executable, "-c", _OWNER, client.scheduler.address]
+    with subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as owner:
+        try:
+            assert owner.stdout is not None and owner.stdout.readline().strip() == "ready"
+            assert all(len(names) == 1 for names in _pool_plugins(client).values())
+        finally:
+            owner.kill()
+            owner.wait(WAIT)
+    deadline = time.monotonic() + 30
+    while any(_pool_plugins(client).values()):
+        assert time.monotonic() < deadline, f"the dead owner's pool still runs: {_pool_plugins(client)}"
+        time.sleep(0.2)
+    # The conftest's leak check then finds no supervisor or worker of it under the Dask workers.
+
+
+def test_bad_owner_timeout_is_refused(client: Any) -> None:
+    with pytest.raises(TypeError, match="owner_timeout"):
+        DaskEngine(client, owner_timeout="60")  # type: ignore[arg-type]
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="owner_timeout"):
+            DaskEngine(client, owner_timeout=bad)
+
+
 def test_two_pools_on_one_engine_and_the_executor(client: Any) -> None:
     engine = DaskEngine(client)
     with RobustPool(engine=engine) as pool, RobustExecutor(engine=engine) as ex:
