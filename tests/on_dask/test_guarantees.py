@@ -142,9 +142,9 @@ def test_a_dask_worker_lost_for_good_fails_its_items_naming_it() -> None:
                     outcomes.append(err)
             lost = [o for o in outcomes if isinstance(o, WorkerLostError)]
             assert len(lost) == 1 and outcomes.count(os.devnull) == 1, outcomes
-            err = lost[0]
-            assert err.host == address and err.pid is None and err.signal is None, repr(err)
-            assert f"a worker on {address} died" in str(err) and "KilledWorker" in str(err)
+            gone = lost[0]
+            assert gone.host == address and gone.pid is None and gone.signal is None, repr(gone)
+            assert f"a worker on {address} died" in str(gone) and "KilledWorker" in str(gone)
             cluster.wait_for_workers(c)
 
 
