@@ -284,7 +284,10 @@ def _cluster_notes(names: set[str], ctx: Context) -> list[str]:
         " their x stdlib is against dask; their pools are warmed with single calls"
     ]
     if sized:
-        notes.append(f"on the Dask cluster, fewer items (both Dask peers alike; plain Dask runs a few hundred tasks/s): {sized}")
+        notes.append(
+            f"items on the Dask cluster (both Dask peers alike): {sized}; the harness's own sizes would keep plain Dask,"
+            " at a few hundred tasks/s, a minute per repeat"
+        )
     if "cpu_1ms" in names:
         notes.append(
             f"cpu_1ms on the Dask cluster: cores x serial is the cluster's {ctx.cluster.cores if ctx.cluster else 0} worker"
