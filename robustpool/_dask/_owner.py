@@ -403,7 +403,8 @@ class DaskRunner:
                 continue
             items = list(chunk.items)
             blobs = parcel.blobs
-            if chunk.stream and chunk.item_deadline:
+            if chunk.stream and chunk.item_deadline and self._pending:
+                blobs = list(blobs)  # grown in place below: merging n parcels costs n, not n squared
                 want = self._batch(chunk.func, free)
                 while len(blobs) < want and self._pending and _follows(self._pending[0].chunk, chunk, len(blobs)):
                     nxt = self._pending.popleft()
@@ -413,7 +414,7 @@ class DaskRunner:
                         self._drop_pending(lambda p, job=job: p.chunk.job is job)  # type: ignore[misc]
                         break
                     items += nxt.chunk.items
-                    blobs = blobs + nxt.blobs
+                    blobs += nxt.blobs
             task = Task(
                 job, chunk.func, self._functions.blob(chunk.func), chunk.mode, chunk.start, items, b"", chunk.timeout,
                 chunk.indexed, chunk.stream, chunk.item_deadline,
