@@ -62,7 +62,7 @@ from . import _node
 
 log = logging.getLogger("robustpool")
 
-_BATCH_TARGET_S = 0.05  # a Dask task of merged items carries about this much work
+_BATCH_TARGET_S = 0.1  # a Dask task of merged items carries about this much work
 _MAX_BATCH = 4096  # most items merged into one Dask task
 _FIRST_BATCH = 8  # items merged before a function's timing is known
 _STOP_S = 10.0  # the most the runner waits for Dask to drop the pool's engines when it stops
@@ -520,18 +520,28 @@ class DaskRunner:
         t = flight.task
         job = t.job
         self._touched.add(job)
-        if not killed and t.count:
-            self._estimates.learn(t.func.func_id, elapsed, t.count, t.count)
+        # The timing that sizes the next batches: what the worker processes measured of
+        # the items themselves. The node's wall time also holds its hop to its engine and
+        # any wait for a core, which would shrink the batches as the machine gets busier.
+        spent = 0.0
+        timed = 0
         for outcome in outcomes:
             kind = outcome[0]
             if kind == _node.FRAME:
-                _, index, count, status, body, _spent = outcome
+                _, index, count, status, body, took = outcome
+                spent += took
+                timed += count
                 self._on_frame(flight, index - t.start, count, status, body)
             elif kind == _node.ERROR:
                 _, index, blob = outcome
                 k = index - t.start
                 exc = _retell(ser.decode_exception(blob), t, k, host)
                 self._report_fail(flight, index, exc)
+        if not killed and t.count:
+            if timed:
+                self._estimates.learn(t.func.func_id, spent, timed, t.count)
+            else:  # no result came (every item failed): the node's time, for want of better
+                self._estimates.learn(t.func.func_id, elapsed, t.count, t.count)
         # Every item is reported once: one the node did not report (it was killed, which
         # only the owner asks for; or a bug) fails rather than waiting forever.
         missing = [t.start + k for k in range(t.count) if t.start + k not in flight.reported]
