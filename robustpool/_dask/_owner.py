@@ -65,6 +65,7 @@ log = logging.getLogger("robustpool")
 _BATCH_TARGET_S = 0.1  # a Dask task of merged items carries about this much work
 _MAX_BATCH = 4096  # most items merged into one Dask task
 _FIRST_BATCH = 8  # items merged before a function's timing is known
+_DEEP = 16  # Dask tasks per pool worker that chunks no one can cancel may keep on the cluster
 _STOP_S = 10.0  # the most the runner waits for Dask to drop the pool's engines when it stops
 _IDLE_TURN_S = 1.0  # the runner's thread looks at the client this often when nothing happens
 _RENEWALS = 6  # the lease is renewed this many times per owner_timeout
@@ -138,6 +139,10 @@ class DaskRunner:
         # fewer than the cluster's threads (a cap the user asked for); otherwise twice the
         # pool's size, so each Dask thread has its next chunk waiting behind the running one.
         self._limit = config.processes if config.processes < threads else 2 * config.processes
+        # Chunks of jobs that cannot be cancelled (apply_async, map_async) lose nothing by
+        # waiting in Dask's queue rather than in ours, and single calls cost Dask's round
+        # trip each: they may fill the cluster deeper, to hide it (not past a cap asked for).
+        self._deep = self._limit if config.processes < threads else _DEEP * config.processes
         self._inbox: queue.SimpleQueue[Callable[[], None] | str] = queue.SimpleQueue()
         # Owned by the runner's thread:
         self._pending: deque[Parcel] = deque()
@@ -392,8 +397,11 @@ class DaskRunner:
 
     def _top_up(self) -> None:
         """Hand Dask the next chunks, up to the pool's limit, neighbours merged."""
-        while self._pending and len(self._flights) < self._limit and not self._terminating:
-            free = self._limit - len(self._flights)
+        while self._pending and not self._terminating:
+            limit = self._limit if self._pending[0].chunk.job.cancellable else self._deep
+            free = limit - len(self._flights)
+            if free <= 0:
+                return
             parcel = self._pending.popleft()
             chunk = parcel.chunk
             job = chunk.job
