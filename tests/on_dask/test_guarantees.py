@@ -119,7 +119,7 @@ def test_a_dask_worker_killed_from_outside_costs_its_tasks_at_most(client: Any) 
         assert pool.map(slow_square, range(20)) == [i * i for i in range(20)]  # the pool carries on
     after = cluster.worker_pids(client)
     assert victim_address not in after or after[victim_address] != victim
-    print(f"Dask workers before {sorted(before.items())}, after {sorted(after.items())}")
+    print(f"{len(ok)} of 200 succeeded; Dask workers before {sorted(before.items())}, after {sorted(after.items())}")
 
 
 def test_a_dask_worker_lost_for_good_fails_its_items_naming_it() -> None:
