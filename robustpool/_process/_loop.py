@@ -43,6 +43,7 @@ from .._errors import (
     RobustPoolError,
 )
 from .._stats import PoolStats, WorkerStats
+from . import _serialize as ser
 from ._attribution import owes_items
 from ._control import (
     TERM_GRACE,
@@ -320,7 +321,7 @@ class Loop(Fleet):
         # Header and payload go out as separate buffers (sendmsg gathers them): a large
         # payload is never copied in the owner.
         w.out.append(memoryview(w.framer.head(Kind.TASK, len(t.payload), head)))
-        w.out.append(memoryview(t.payload))
+        w.out.extend(map(memoryview, ser.parts(t.payload)))
         w.inflight.append(t)
         w.assigned += 1
         limit = self.settings.maxtasksperchild

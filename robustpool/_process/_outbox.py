@@ -63,7 +63,7 @@ class Outbox:
         self.sock = sock
         self.view = view
         self.framer = Framer()
-        self.out: list[bytes] = []  # frames waiting to be sent
+        self.out: list[bytes] = []  # frames (and the parts of their payloads) waiting to be sent
         self.first_pending = 0
         # The running stream task's item outcomes: kinds[i] and data[i] are item i's; items
         # before `sealed` are already framed (see _stream and _seal_locked).
@@ -126,11 +126,11 @@ class Outbox:
                         sent = 0
         out.clear()
 
-    def _queue_locked(self, now: int, head: bytes, body: bytes) -> None:
+    def _queue_locked(self, now: int, head: bytes, body: ser.Payload) -> None:
         if not self.out:
             self.first_pending = now
         self.out.append(head)
-        self.out.append(body)
+        self.out.extend(ser.parts(body))
 
     def _flush_if_due_locked(self, now: int) -> None:
         if len(self.out) >= 2 * _FLUSH_COUNT or now - self.first_pending >= _FLUSH_NS:
@@ -142,7 +142,7 @@ class Outbox:
             self.out.append(self.framer.frame(kind, payload, head))
             self._flush_locked()
 
-    def reply(self, task_id: int, status: Status, start: int, body: bytes, first: int, count: int) -> None:
+    def reply(self, task_id: int, status: Status, start: int, body: ser.Payload, first: int, count: int) -> None:
         """Queue a RESULT for items ``first .. first+count-1``; send the queue when due.
 
         The frame is numbered and queued under the lock, so frames leave in the order they

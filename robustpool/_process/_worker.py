@@ -109,9 +109,8 @@ class _Worker(Outbox):
             items = ser.loads(memoryview(payload)[TASK_HEAD.size :])
         except BaseException as exc:
             err = TaskSerializationError.of(SerializationPhase.LOAD_TASK, exc)
-            body = ser.encode_exception(err)
             view[SLOT_PHASE] = Phase.REPLYING
-            self.reply(task_id, Status.FAILED, start, body, 0, 0)  # count 0: every item
+            self.reply(task_id, Status.FAILED, start, ser.encode_exception(err), 0, 0)  # count 0: every item
             return
         if timeout_ns:
             now = time.monotonic_ns()
@@ -251,14 +250,14 @@ def _entry(value: Any) -> tuple[Entry, Any]:
     return Entry.PICKLED, blob
 
 
-def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple[Status, bytes]:
+def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple[Status, ser.Payload]:
     """One pickle for the task's results when it cannot fail to unpickle in the owner, else
     one entry per item, so the owner fails only an item it cannot rebuild and delivers the
     others (re-running them would run their side effects twice and lose the first results)."""
     if errors is None:
         try:
             # A single item goes as one pickle whatever it holds: failing it fails only it.
-            body = ser.dumps(values) if len(values) == 1 else ser.dumps_plain(values)
+            body = ser.dump_payload(values) if len(values) == 1 else ser.dumps_plain(values)
         except BaseException:
             body = None
         if body is not None:
