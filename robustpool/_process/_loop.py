@@ -5,6 +5,7 @@ Data flow (all arrows are sockets; the supervisor never sees task data)::
     user threads --submit(tasks)/call(fn)--> _submitted/_calls --wakeup--> dispatcher thread
     dispatcher --TASK/FUNC/INIT frames--> worker k        (one duplex socket per worker)
     dispatcher <--RESULT/READY frames----- worker k
+    dispatcher <==large payloads, both ways==> worker k's arena   (shared memory: _arena)
     dispatcher --SpawnWorker/KillWorker/Shutdown--> supervisor
     dispatcher <--WorkerStarted/WorkerExited/Goodbye-- supervisor
     dispatcher --deliver/fail/drop--> jobs (AsyncResult, MapResult, IMapIterator, futures)
@@ -53,6 +54,7 @@ from ._fleet import TERM_FLUSH_WAIT, Fleet
 from ._state import _live
 from ._tasks import Task
 from ._wire import (
+    ARENA,
     FUNC_CACHE,
     FUNC_HEAD,
     ITEM_DEADLINE,
@@ -317,11 +319,18 @@ class Loop(Fleet):
         if t.timeout and not self._watching:
             self._watch()
         flags = (STREAM if t.stream else 0) | (ITEM_DEADLINE if t.item_deadline else 0)
-        head = TASK_HEAD.pack(t.task_id, fid, t.mode, flags, t.timeout)
-        # Header and payload go out as separate buffers (sendmsg gathers them): a large
-        # payload is never copied in the owner.
-        w.out.append(memoryview(w.framer.head(Kind.TASK, len(t.payload), head)))
-        w.out.extend(map(memoryview, ser.parts(t.payload)))
+        arena = w.arena
+        consumed = arena.consumed if arena is not None else 0
+        ref = arena.place(t.task_id, t.payload) if arena is not None else None
+        if ref is not None:  # a large payload, now in the worker's arena (see _arena)
+            head = TASK_HEAD.pack(t.task_id, fid, t.mode, flags | ARENA, t.timeout, consumed)
+            w.out.append(memoryview(w.framer.frame(Kind.TASK, ref, head)))
+        else:
+            head = TASK_HEAD.pack(t.task_id, fid, t.mode, flags, t.timeout, consumed)
+            # Header and payload go out as separate buffers (sendmsg gathers them): a large
+            # payload is never copied in the owner.
+            w.out.append(memoryview(w.framer.head(Kind.TASK, len(t.payload), head)))
+            w.out.extend(map(memoryview, ser.parts(t.payload)))
         w.inflight.append(t)
         w.assigned += 1
         limit = self.settings.maxtasksperchild
