@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.arena`` runs, for each size, ``imap(echo, payloads, 1)`` over
 distinct ``bytes`` objects (so no pickle memo and no cache makes a repeat cheaper than the
-first) on a warm 2-worker ``RobustPool`` with the arena as shipped and with it disabled,
+first) on a warm 2-worker ``RobustPool`` (one untimed pass of the same payloads first) with
+the arena as shipped and with it disabled,
 alternating the two, and prints medians and their ratio. The arena is used for payloads of
 ``MIN_BYTES`` or more; this script sets ``MIN_BYTES`` to 0 in both the owner and the
 workers (forked from it) so each size shows what the arena would do there. It is a report,
@@ -44,7 +45,10 @@ def measure(size: int, repeats: int, budget: int) -> tuple[float, float]:
             for on in (True, False) if r % 2 == 0 else (False, True):
                 _arena.HALF, _arena.MIN_BYTES = (half, 0) if on else (0, least)
                 with RobustPool(2, start_method="fork") as pool:
-                    _rate(pool, payloads[:10])  # warm: workers up, function cached
+                    # Warm: workers up, function cached, and the arena's pages touched
+                    # once (its first use in a pool faults them in; the socket path's
+                    # buffers come from malloc, already warm): steady state is compared.
+                    _rate(pool, payloads)
                     rates[on].append(_rate(pool, payloads))
     finally:
         _arena.HALF, _arena.MIN_BYTES = half, least
