@@ -68,6 +68,9 @@ def _fault(mode: str) -> None:
         sys.exit(4)
     elif mode == "error":
         raise Boom(f"{mode} on purpose in pid {os.getpid()}")
+    elif mode == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)  # pragma: no cover - the signal is fatal
     else:  # pragma: no cover - a typo in a row
         raise AssertionError(f"unknown fault {mode!r}")
 
@@ -86,6 +89,40 @@ class TaskBomb:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_faulty, (self.mode,))
+
+
+def _rebuild_big_faulty(data: bytes, mode: str) -> int:
+    """The rebuild callable of a BigTaskBomb: its big bytes were read first (from the
+    worker's arena, where the owner wrote them)."""
+    assert len(data) == BIG
+    _fault(mode)
+    return -1  # pragma: no cover - only reached if the fault did not fire
+
+
+class BigTaskBomb:
+    """A big task argument that misbehaves once the worker has read its bytes."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_big_faulty, (b"b" * BIG, self.mode))
+
+
+def _die_writing_big_results() -> None:
+    """Initializer: the worker SIGKILLs itself halfway through writing a big result into
+    its arena (a real kill at the one moment a test cannot time from outside)."""
+    import robustpool._process._arena as arena
+
+    write = arena._write
+
+    def dying_write(view: memoryview, offset: int, payload: Any) -> None:
+        if len(payload) >= BIG:
+            view[offset : offset + BIG // 2] = b"\xdd" * (BIG // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+        write(view, offset, payload)
+
+    arena._write = dying_write
 
 
 class Unpicklable:
@@ -153,6 +190,9 @@ def _work(x: Any) -> Any:
         return f"slept {arg}"
     elif action == "make":
         return b"y" * arg
+    elif action == "hold":  # (seconds, value): an echo that takes a while
+        time.sleep(arg[0])
+        return arg[1]
     elif action == "result":
         return ResultBomb(arg)
     elif action == "owner":
@@ -390,6 +430,24 @@ def _supervisor_killed(ctx: Ctx) -> None:
     assert ctx.pool.supervisor_pid != old
 
 
+def _supervisor_killed_big(ctx: Ctx) -> None:
+    """The supervisor SIGKILLed while big arguments sit in the arenas and big results are
+    being written: its workers die with it; every call ends, and the new workers' arenas work."""
+    _wait_for_pids(ctx.pool, 2)
+    old = ctx.pool.supervisor_pid
+    big = b"s" * BIG
+    pending = [ctx.pool.apply_async(_work, (("hold", (0.05 * k, big)),)) for k in range(6)]
+    time.sleep(0.1)
+    os.kill(old, signal.SIGKILL)
+    for r in pending:
+        try:
+            assert r.get(timeout=WAIT) == big
+        except WorkerLostError as err:
+            assert err.signal is signal.SIGKILL, str(err)
+    assert ctx.pool.apply_async(_work, (("hold", (0.0, big)),)).get(timeout=WAIT) == big
+    assert ctx.pool.supervisor_pid != old
+
+
 def _sigkill_inside_chunk(ctx: Ctx) -> None:
     items: list[Any] = list(range(16))
     items[6] = ("signal", signal.SIGKILL)
@@ -461,6 +519,13 @@ ROWS = [
     ),
     Row("two-workers-sigkill", _two_workers_killed),
     Row("supervisor-sigkill", _supervisor_killed),
+    Row("supervisor-sigkill-big-payloads", _supervisor_killed_big),
+    Row("big-arg-read-sigkill", _one_bad_item(_bad(BigTaskBomb("sigkill")), _lost("unpickling", signal.SIGKILL))),
+    Row(
+        "big-result-write-sigkill",
+        _one_bad_item(_bad(("make", BIG)), _lost("sending the result of", signal.SIGKILL)),
+        pool_kwargs={"initializer": _die_writing_big_results},
+    ),
     Row("chunk-item-sigkill", _sigkill_inside_chunk),
     Row("batched-item-unpickle-error", _unpickle_error_among_batched),
 ]
@@ -564,6 +629,7 @@ MATRIX = [pytest.param(row, id=row.id) for row in ROWS]
 @pytest.mark.parametrize("start_method", START_METHODS)
 @pytest.mark.parametrize("row", MATRIX)
 def test_crash_matrix(row: Row, start_method: str, caplog: pytest.LogCaptureFixture) -> None:
+    shm = _shm_entries()
     with RobustPool(2, start_method=start_method, **row.pool_kwargs) as pool:
         row.run(Ctx(pool, start_method, os.getpid(), caplog))
         if row.usable_after:
@@ -572,6 +638,34 @@ def test_crash_matrix(row: Row, start_method: str, caplog: pytest.LogCaptureFixt
         else:
             with pytest.raises(InitializerError):
                 pool.apply_async(_work, (7,)).get(timeout=WAIT)
+    _assert_no_shared_memory_left(shm)
+
+
+# --- shared memory left behind: the owner's mappings and descriptors, /dev/shm ---------------
+
+_MEMFD = "/memfd:robustpool"
+
+
+def _shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def _assert_no_shared_memory_left(before: set[str]) -> None:
+    """After a pool is gone: the owner maps none of its workers' slots and arenas (each
+    dead worker's were unmapped when it was reaped, or at the latest here), holds no
+    descriptor of them, and /dev/shm has no new entry of ours (nothing is ever named)."""
+    if os.path.exists("/proc/self/maps"):
+        with open("/proc/self/maps") as f:
+            mapped = [line.strip() for line in f if _MEMFD in line]
+        assert not mapped, f"the owner still maps: {mapped}"
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}").startswith(_MEMFD):
+                    held.append(fd)
+        assert not held, f"the owner still holds memfd descriptors {held}"
+    new = {name for name in _shm_entries() - before if "robustpool" in name}
+    assert not new, f"left in /dev/shm: {new}"
 
 
 @pytest.mark.parametrize("start_method", START_METHODS)

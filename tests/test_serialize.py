@@ -114,6 +114,28 @@ def test_the_reused_pickler_survives_reentrancy_failures_and_big_outputs() -> No
     assert ser.dumps((5, "x")) == pickle.dumps((5, "x"), ser.PROTOCOL)
 
 
+def test_large_bytes_are_referenced_by_the_pickle_and_mutable_buffers_copied() -> None:
+    """A task's pickle keeps the caller's big ``bytes`` objects, not copies (the copy
+    happens once, into the socket or the worker's arena); a ``bytearray`` is copied at the
+    call, so mutating it afterwards does not change what the worker gets."""
+    pickle = __import__("pickle")
+    big = bytes(range(256)) * 4096
+    text = "é" * 100_000
+    payload = ser.dump_payload([big, 1, text])
+    assert isinstance(payload, ser.Scattered) and len(payload) == sum(map(len, ser.parts(payload)))
+    assert any(part is big for part in ser.parts(payload))
+    assert pickle.loads(payload.join()) == [big, 1, text]
+    mutable = bytearray(big)
+    payload = ser.dump_payload(mutable)
+    mutable[:3] = b"xyz"
+    assert pickle.loads(ser.join(payload)) == bytearray(big)
+    assert type(ser.dump_payload((1, "small"))) is bytes  # small pickles stay one object
+    plain = ser.dumps_plain([big, big + b"!"])
+    assert plain is not None and pickle.loads(ser.join(plain)) == [big, big + b"!"]
+    entries = ser.dumps_entries(b"\0", [big])
+    assert any(part is big for part in ser.parts(entries))
+
+
 def test_a_function_rebound_under_its_name_is_no_longer_taken_as_named() -> None:
     import types
 

@@ -122,7 +122,14 @@ class WorkerIO(LoopState):
 
     def _on_frame(self, w: WorkerHandle, kind: int, payload: bytes | bytearray) -> None:
         if kind == Kind.RESULT:
-            self._on_result(w, payload)
+            self._on_result(w, payload, memoryview(payload)[RESULT_HEAD.size :])
+        elif kind == Kind.RESULT_REF:
+            if w.arena is None:
+                raise ProtocolError("an arena result from a worker that has no arena")
+            # Counted as read even if it is dropped or refused: the worker may reuse it.
+            w.arena.consumed += 1
+            with w.arena.result(payload, RESULT_HEAD.size) as body:
+                self._on_result(w, payload, body)
         elif kind == Kind.READY:
             w.ready = True
             self._init_failures = 0
@@ -133,9 +140,10 @@ class WorkerIO(LoopState):
                 raise ProtocolError(f"an INIT_FAILED frame that does not decode: {err!r}") from err
             w.init_error = ser.format_exception(exc)
 
-    def _on_result(self, w: WorkerHandle, payload: bytes | bytearray) -> None:
-        """A RESULT frame: check it against the task it must be for, then deliver or fail
-        its items. Anything that does not fit is a ProtocolError (the worker is killed)."""
+    def _on_result(self, w: WorkerHandle, payload: bytes | bytearray, body: memoryview) -> None:
+        """A RESULT frame (``body``: its payload, in the frame or in the arena): check it
+        against the task it must be for, then deliver or fail its items. Anything that does
+        not fit is a ProtocolError (the worker is killed)."""
         task_id, status, spent, first, count = RESULT_HEAD.unpack_from(payload)
         if not w.inflight:
             # Its task was already settled (the pool broke while it ran): nobody waits.
@@ -148,6 +156,8 @@ class WorkerIO(LoopState):
             raise ProtocolError(f"a result for task {task_id} item {first}, expected task {t.task_id} item {t.received}")
         if count < 1 or first + count > t.count:
             raise ProtocolError(f"a result for items {first}..{first + count - 1} of a {t.count}-item task")
+        if w.arena is not None:
+            w.arena.answered(task_id)  # it unpickled the task's items before it ran any
         if status == Status.FAILED and t.item_deadline and count > 1:
             # The worker could not load a task of items the pool batched (an argument that
             # fails to unpickle): each was a call of its own to the user, so each runs again
@@ -155,11 +165,10 @@ class WorkerIO(LoopState):
             self._took(w, t, first, count, spent)
             self._queued.extendleft(reversed(t.split(range(first, t.count))))
             return
-        body = memoryview(payload)[RESULT_HEAD.size :]
         if isinstance(t.job, RelayJob):  # a Dask node's job: its owner unpickles (see _relay)
             self._took(w, t, first, count, spent)
             self._touched.add(t.job)
-            t.job.relay(t.start + first, count, status, bytes(body), spent)
+            t.job.relay(t.start + first, count, status, bytes(body), spent)  # a copy: the arena's region is reused
             return
         try:
             decoded = decode.load(status, body, count)

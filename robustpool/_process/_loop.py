@@ -5,6 +5,7 @@ Data flow (all arrows are sockets; the supervisor never sees task data)::
     user threads --submit(tasks)/call(fn)--> _submitted/_calls --wakeup--> dispatcher thread
     dispatcher --TASK/FUNC/INIT frames--> worker k        (one duplex socket per worker)
     dispatcher <--RESULT/READY frames----- worker k
+    dispatcher <==large payloads, both ways==> worker k's arena   (shared memory: _arena)
     dispatcher --SpawnWorker/KillWorker/Shutdown--> supervisor
     dispatcher <--WorkerStarted/WorkerExited/Goodbye-- supervisor
     dispatcher --deliver/fail/drop--> jobs (AsyncResult, MapResult, IMapIterator, futures)
@@ -43,6 +44,8 @@ from .._errors import (
     RobustPoolError,
 )
 from .._stats import PoolStats, WorkerStats
+from . import _arena
+from . import _serialize as ser
 from ._attribution import owes_items
 from ._control import (
     TERM_GRACE,
@@ -52,6 +55,7 @@ from ._fleet import TERM_FLUSH_WAIT, Fleet
 from ._state import _live
 from ._tasks import Task
 from ._wire import (
+    ARENA,
     FUNC_CACHE,
     FUNC_HEAD,
     ITEM_DEADLINE,
@@ -70,6 +74,22 @@ _EXIT_WAIT = 5.0  # bound on waiting for the supervisor to exit
 
 def _load(w: WorkerHandle) -> int:
     return len(w.inflight)
+
+
+# The most payload bytes queued on one worker that already holds two tasks. Two big tasks
+# keep a worker busy; more (an imap's window holds ~32 MiB) only spread over more of its
+# arena, whose pages each process faults in once per pool, and come back as a burst of
+# results that the owner holds at once. Measured on 1 MiB echoes in fresh pools: ~25% more
+# throughput and ~20% less owner CPU per task than the time-based depth alone (11-16 tasks).
+_BYTES_AHEAD = 4 << 20
+
+
+def _too_much_ahead(w: WorkerHandle, head: Task) -> bool:
+    """Whether ``w`` holds enough big payloads (only summed when ``head`` is big itself:
+    tiny tasks, the ones with deep queues, never pay for the sum)."""
+    if len(head.payload) < _arena.MIN_BYTES:
+        return False
+    return sum(len(t.payload) for t in w.inflight) >= _BYTES_AHEAD
 
 
 class Loop(Fleet):
@@ -291,7 +311,7 @@ class Loop(Fleet):
             key = (head.func.func_id, head.job.cancellable)
             if key != depth_of:
                 depth_of, depth = key, self._estimates.depth(*key)
-            if len(w.inflight) >= depth:
+            if len(w.inflight) >= depth or (len(w.inflight) >= 2 and _too_much_ahead(w, head)):
                 break
             t = queued.popleft()
             if not t.job.claim():
@@ -316,11 +336,18 @@ class Loop(Fleet):
         if t.timeout and not self._watching:
             self._watch()
         flags = (STREAM if t.stream else 0) | (ITEM_DEADLINE if t.item_deadline else 0)
-        head = TASK_HEAD.pack(t.task_id, fid, t.mode, flags, t.timeout)
-        # Header and payload go out as separate buffers (sendmsg gathers them): a large
-        # payload is never copied in the owner.
-        w.out.append(memoryview(w.framer.head(Kind.TASK, len(t.payload), head)))
-        w.out.append(memoryview(t.payload))
+        arena = w.arena
+        consumed = arena.consumed if arena is not None else 0
+        ref = arena.place(t.task_id, t.payload) if arena is not None else None
+        if ref is not None:  # a large payload, now in the worker's arena (see _arena)
+            head = TASK_HEAD.pack(t.task_id, fid, t.mode, flags | ARENA, t.timeout, consumed)
+            w.out.append(memoryview(w.framer.frame(Kind.TASK, ref, head)))
+        else:
+            head = TASK_HEAD.pack(t.task_id, fid, t.mode, flags, t.timeout, consumed)
+            # Header and payload go out as separate buffers (sendmsg gathers them): a large
+            # payload is never copied in the owner.
+            w.out.append(memoryview(w.framer.head(Kind.TASK, len(t.payload), head)))
+            w.out.extend(map(memoryview, ser.parts(t.payload)))
         w.inflight.append(t)
         w.assigned += 1
         limit = self.settings.maxtasksperchild

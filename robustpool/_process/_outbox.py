@@ -21,6 +21,7 @@ from typing import Any
 from .._errors import SerializationPhase, TaskSerializationError
 from . import _serialize as ser
 from . import _wire as wire
+from ._arena import WorkerArena
 from ._wire import (
     RESULT_HEAD,
     SLOT_ITEM,
@@ -59,11 +60,12 @@ def too_large(size: int) -> TaskSerializationError:
 
 
 class Outbox:
-    def __init__(self, sock: socket.socket, view: memoryview) -> None:
+    def __init__(self, sock: socket.socket, view: memoryview, arena: WorkerArena | None = None) -> None:
         self.sock = sock
         self.view = view
+        self.arena = arena  # its result half is placed in under `lock`
         self.framer = Framer()
-        self.out: list[bytes] = []  # frames waiting to be sent
+        self.out: list[bytes] = []  # frames (and the parts of their payloads) waiting to be sent
         self.first_pending = 0
         # The running stream task's item outcomes: kinds[i] and data[i] are item i's; items
         # before `sealed` are already framed (see _stream and _seal_locked).
@@ -126,11 +128,17 @@ class Outbox:
                         sent = 0
         out.clear()
 
-    def _queue_locked(self, now: int, head: bytes, body: bytes) -> None:
+    def _queue_result_locked(self, now: int, head: bytes, body: ser.Payload) -> None:
+        """Queue a RESULT: ``head`` is RESULT_HEAD packed, ``body`` its payload, which goes
+        through the arena if it is large and there is room (see ``_arena``)."""
         if not self.out:
             self.first_pending = now
-        self.out.append(head)
-        self.out.append(body)
+        ref = self.arena.place(body) if self.arena is not None else None
+        if ref is not None:
+            self.out.append(self.framer.frame(Kind.RESULT_REF, ref, head))
+            return
+        self.out.append(self.framer.head(Kind.RESULT, len(body), head))
+        self.out.extend(ser.parts(body))
 
     def _flush_if_due_locked(self, now: int) -> None:
         if len(self.out) >= 2 * _FLUSH_COUNT or now - self.first_pending >= _FLUSH_NS:
@@ -142,7 +150,7 @@ class Outbox:
             self.out.append(self.framer.frame(kind, payload, head))
             self._flush_locked()
 
-    def reply(self, task_id: int, status: Status, start: int, body: bytes, first: int, count: int) -> None:
+    def reply(self, task_id: int, status: Status, start: int, body: ser.Payload, first: int, count: int) -> None:
         """Queue a RESULT for items ``first .. first+count-1``; send the queue when due.
 
         The frame is numbered and queued under the lock, so frames leave in the order they
@@ -150,8 +158,7 @@ class Outbox:
         """
         now = time.monotonic_ns()
         with self.lock:
-            head = self.framer.head(Kind.RESULT, len(body), RESULT_HEAD.pack(task_id, status, (now - start) / 1e9, first, count))
-            self._queue_locked(now, head, body)
+            self._queue_result_locked(now, RESULT_HEAD.pack(task_id, status, (now - start) / 1e9, first, count), body)
             if now - start >= _SLOW_TASK_NS or self.no_flusher:
                 self._flush_locked()
             else:
@@ -180,10 +187,7 @@ class Outbox:
                 self._seal_range_locked(mid, end, 0.0, now)
                 return
             body = ser.dumps_entries(bytes([Entry.ERROR]), [ser.encode_exception(too_large(len(body)))])
-        head = self.framer.head(
-            Kind.RESULT, len(body), RESULT_HEAD.pack(self.stream_task, Status.ITEMS, spent, first, end - first)
-        )
-        self._queue_locked(now, head, body)
+        self._queue_result_locked(now, RESULT_HEAD.pack(self.stream_task, Status.ITEMS, spent, first, end - first), body)
 
     # -- the flusher --
 

@@ -90,78 +90,147 @@ class _PlainPickler(pickle.Pickler):
         raise _NotPlain
 
 
-def dumps_plain(obj: object) -> bytes | None:
+def dumps_plain(obj: object) -> Payload | None:
     """Pickle ``obj`` if it is builtin data only (numbers, strings, bytes, containers of
     them), else return None. Costs nothing extra on builtin data."""
-    buf = io.BytesIO()
+    sink = _Sink()
     try:
-        _PlainPickler(buf, PROTOCOL).dump(obj)
+        _PlainPickler(sink, PROTOCOL).dump(obj)
     except _NotPlain:
         return None
-    return buf.getvalue()
+    return sink.take()
 
 
 # Values that pickle without running any user code, and always unpickle.
 SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 
-def dumps_entries(kinds: bytes, data: list[Any]) -> bytes:
+def dumps_entries(kinds: bytes, data: list[Any]) -> Payload:
     """Pickle an ITEMS result: each item's Entry kind, and its scalar or bytes."""
-    return pickle.dumps((kinds, data), PROTOCOL)
+    sink = _Sink()
+    pickle.Pickler(sink, PROTOCOL).dump((kinds, data))
+    return sink.take()
+
+
+class Scattered:
+    """A pickle in pieces, in order, never joined: the runs the pickler wrote and the large
+    ``bytes`` objects it handed over as they are.
+
+    The C pickler writes a ``bytes`` of 64 KiB or more (and a large ``str``'s UTF-8) to its
+    file directly, without copying it into its own buffer. ``_Sink`` keeps a reference
+    instead of a copy, so a 1 MiB argument costs the owner no copy and no fresh megabyte
+    (whose page faults cost as much as the copy) until it is written where it goes: into
+    the worker's arena, or the socket, straight from the caller's object.
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[bytes], size: int) -> None:
+        self.parts = parts
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def join(self) -> bytes:
+        return b"".join(self.parts)
+
+
+# A pickle as the serializer hands it over: one bytes object (small pickles, the common
+# case) or its pieces.
+Payload = bytes | Scattered
+
+
+class _Sink:
+    """The file the C pickler writes to (see ``Scattered``).
+
+    Only ``bytes`` are kept by reference: immutable, so the pickle cannot change after the
+    call. Anything else a pickler hands over (a ``bytearray``, a ``PickleBuffer`` of a
+    NumPy array) is copied now, as ``BytesIO`` would: the caller may mutate it before
+    the task is sent, and a task's arguments are the values at the call.
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        if type(data) is not bytes:
+            with memoryview(data) as view:
+                data = view.tobytes()
+        self.parts.append(data)
+        self.size += len(data)
+        return len(data)
+
+    def take(self) -> Payload:
+        """What was written (and forget it): one bytes object if it came in one."""
+        parts, size = self.parts, self.size
+        self.parts, self.size = [], 0
+        if len(parts) == 1:
+            return parts[0]
+        return Scattered(parts, size) if parts else b""
+
+
+def join(payload: Payload) -> bytes:
+    return payload if type(payload) is bytes else cast(Scattered, payload).join()
+
+
+def parts(payload: Payload) -> list[bytes]:
+    """The buffers of ``payload``, in order (to gather them into one ``sendmsg``)."""
+    return [payload] if type(payload) is bytes else cast(Scattered, payload).parts
 
 
 class _Reused(threading.local):
-    """One fast pickler per thread, kept between calls: building a Pickler subclass and its
-    buffer costs more than pickling a call's few arguments. ``busy`` guards reentrancy (a
-    user's ``__reduce__`` that pickles through us gets a pickler of its own)."""
+    """One fast pickler per thread, kept between calls: building a Pickler subclass costs
+    more than pickling a call's few arguments. ``busy`` guards reentrancy (a user's
+    ``__reduce__`` that pickles through us gets a pickler of its own)."""
 
     def __init__(self) -> None:
-        self.buf = io.BytesIO()
-        self.pickler = _FastPickler(self.buf, PROTOCOL)
+        self.sink = _Sink()
+        self.pickler = _FastPickler(self.sink, PROTOCOL)
         self.busy = False
 
 
 _reused = _Reused()
-_REUSE_BELOW = 1 << 16  # a bigger output leaves the buffer: kept, it would pin that memory
 
 
-def dumps(obj: object) -> bytes:
-    """Pickle ``obj`` fast when plain pickle can do it faithfully, else with cloudpickle."""
+def dump_payload(obj: object) -> Payload:
+    """Pickle ``obj`` fast when plain pickle can do it faithfully, else with cloudpickle;
+    large ``bytes`` inside are referenced, not copied (see ``Scattered``)."""
     mine = _reused
     reuse = not mine.busy
     if reuse:
         mine.busy = True
-        buf, pickler = mine.buf, mine.pickler
+        sink, pickler = mine.sink, mine.pickler
     else:
-        buf = io.BytesIO()
-        pickler = _FastPickler(buf, PROTOCOL)
+        sink = _Sink()
+        pickler = _FastPickler(sink, PROTOCOL)
     try:
-        # Pickling into a BytesIO lets large bytes objects be written without the extra
-        # copy pickle.dumps makes of its whole output.
         pickler.dump(obj)
     except Exception:
-        pass
+        sink.take()  # what a failed dump wrote is garbage
     else:
-        return buf.getvalue()
+        return sink.take()
     finally:
         if reuse:
             pickler.clear_memo()  # the memo holds what was pickled: let it go now
-            if buf.tell() >= _REUSE_BELOW:
-                mine.buf = io.BytesIO()
-                mine.pickler = _FastPickler(mine.buf, PROTOCOL)
-            else:
-                buf.seek(0)
-                buf.truncate()
             mine.busy = False
     # The standard pickler refuses lambdas, closures and classes it cannot import by name;
     # cloudpickle carries those by value (and raises if it cannot either).
     return _cloud_dumps(obj)
 
 
-def _cloud_dumps(obj: object) -> bytes:
-    buf = io.BytesIO()
-    _CloudPickler(buf, _CLOUD_TABLE).dump(obj)
-    return buf.getvalue()
+def dumps(obj: object) -> bytes:
+    """``dump_payload`` in one bytes object (functions, initializers: small, kept long)."""
+    return join(dump_payload(obj))
+
+
+def _cloud_dumps(obj: object) -> Payload:
+    sink = _Sink()
+    _CloudPickler(sink, _CLOUD_TABLE).dump(obj)
+    return sink.take()
 
 
 _cloud_code_reduce = cloudpickle.Pickler.dispatch_table.get(types.CodeType)
@@ -229,7 +298,7 @@ class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
     only while initialising, and cloudpickle's class attribute would shadow a later
     assignment, so it is set first."""
 
-    def __init__(self, file: io.BytesIO, table: MutableMapping[Any, Callable[..., Any]]) -> None:
+    def __init__(self, file: _Sink | io.BytesIO, table: MutableMapping[Any, Callable[..., Any]]) -> None:
         self.dispatch_table = table
         super().__init__(file, PROTOCOL)
 

@@ -48,7 +48,7 @@ class Task:
     mode: Mode
     start: int
     items: Sequence[Any]  # a list, or a slice of the caller's tuple or range
-    payload: bytes
+    payload: ser.Payload  # large bytes inside are the caller's objects, not copies
     timeout: float = 0.0
     indexed: bool = True
     stream: bool = False
@@ -105,7 +105,7 @@ def make_tasks(chunk: Chunk, blob: bytes) -> list[Task]:
     The caller flushes the job (see ``_engine``).
     """
     try:
-        return [_task(chunk, chunk.start, chunk.items, ser.dumps(chunk.items), blob)]
+        return [_task(chunk, chunk.start, chunk.items, ser.dump_payload(chunk.items), blob)]
     except Exception:
         pass
     tasks: list[Task] = []
@@ -116,14 +116,14 @@ def make_tasks(chunk: Chunk, blob: bytes) -> list[Task]:
             ser.dumps(item)
         except Exception as exc:
             if run:
-                tasks.append(_task(chunk, run_start, run, ser.dumps(run), blob))
+                tasks.append(_task(chunk, run_start, run, ser.dump_payload(run), blob))
                 run = []
             fail_unpicklable(chunk, k, exc)
             run_start = chunk.start + k + 1
         else:
             run.append(item)
     if run:
-        tasks.append(_task(chunk, run_start, run, ser.dumps(run), blob))
+        tasks.append(_task(chunk, run_start, run, ser.dump_payload(run), blob))
     return tasks
 
 
@@ -138,7 +138,7 @@ def fail_unpicklable(chunk: Chunk, k: int, exc: Exception) -> None:
     chunk.job.fail(position, err)
 
 
-def _task(chunk: Chunk, start: int, items: Sequence[Any], payload: bytes, blob: bytes) -> Task:
+def _task(chunk: Chunk, start: int, items: Sequence[Any], payload: ser.Payload, blob: bytes) -> Task:
     return Task(
         chunk.job, chunk.func, blob, chunk.mode, start, items, payload, chunk.timeout, chunk.indexed, chunk.stream,
         chunk.item_deadline, next(_task_ids),

@@ -7,12 +7,16 @@ Each worker has one duplex stream socket to the owner. Both directions carry fra
     owner -> worker   INIT   pickled (initializer, initargs), or empty     (always first)
                       FUNC   [i64 func_id] pickled callable                 (once per worker)
                       TASK   [i64 task_id][i64 func_id][u8 mode][u8 flags][f64 timeout]
-                             pickled items
+                             [u64 arena results consumed]
+                             pickled items, or with ``flags & ARENA`` [u64 offset][u64 length]
+                             of the pickled items in the worker's arena
                       QUIT   empty: finish and exit 0
     worker -> owner   READY       [i64 pid]
                       INIT_FAILED encoded exception
                       RESULT      [i64 task_id][u8 status][f64 seconds spent]
                                   [u32 first item][u32 item count] payload
+                      RESULT_REF  the same head, then [u64 offset][u64 length] of the
+                                  payload in the worker's arena
 
 Every frame is checked on arrival, byte by byte as the header comes in (so a stray byte is
 caught at once, not after the silence that follows it): the magic byte, a kind the receiver
@@ -34,6 +38,11 @@ list of the values (builtin data only, or a single item); ITEMS, a pickled list 
 ``(Entry, data)``, one per item, where data is a builtin scalar (VALUE), the item's value
 pickled alone (PICKLED) or an encoded exception (ERROR); FAILED, one encoded exception that
 fails every item from ``first`` on.
+
+Large payloads (a task's pickled items, a result's payload: ``_arena.MIN_BYTES`` or more)
+travel through the worker's arena, shared memory both processes mapped once, when it has
+room; the frame then carries where they are (see ``_arena`` for who writes and frees what,
+and how the frames themselves order every hand-over).
 
 The progress slot is a small shared-memory page per worker (an mmap of a memfd), written by
 the worker and read by the owner and the supervisor. It replaces acknowledgement frames:
@@ -63,9 +72,10 @@ from .._calls import Mode as Mode  # the worker reads a task's mode from its hea
 
 HEADER = struct.Struct("<BBHI")
 FUNC_HEAD = struct.Struct("<q")
-TASK_HEAD = struct.Struct("<qqBBd")
+TASK_HEAD = struct.Struct("<qqBBdQ")
 RESULT_HEAD = struct.Struct("<qBdII")
 PID = struct.Struct("<q")
+REF = struct.Struct("<QQ")  # a payload in the arena: offset in its half, length
 MAGIC = 0xA7
 _SEQ_MASK = 0xFFFF
 # The largest payload one frame carries (its length field is a u32). Read at each use, not
@@ -79,6 +89,7 @@ FUNC_CACHE = 128
 # TASK flags
 STREAM = 1  # reply item by item (see the module docstring)
 ITEM_DEADLINE = 2  # each item has the whole timeout
+ARENA = 4  # the pickled items are in the worker's arena (the payload is a REF)
 
 
 class Kind(enum.IntEnum):
@@ -89,6 +100,7 @@ class Kind(enum.IntEnum):
     READY = 11
     INIT_FAILED = 12
     RESULT = 13
+    RESULT_REF = 14
 
 
 class Status(enum.IntEnum):
@@ -144,7 +156,12 @@ EXIT_LOOP_FAILED = 70
 
 # What each side may receive: kind -> the least payload it carries.
 TO_WORKER = {Kind.INIT: 0, Kind.FUNC: FUNC_HEAD.size, Kind.TASK: TASK_HEAD.size, Kind.QUIT: 0}
-TO_OWNER = {Kind.READY: PID.size, Kind.INIT_FAILED: 1, Kind.RESULT: RESULT_HEAD.size}
+TO_OWNER = {
+    Kind.READY: PID.size,
+    Kind.INIT_FAILED: 1,
+    Kind.RESULT: RESULT_HEAD.size,
+    Kind.RESULT_REF: RESULT_HEAD.size + REF.size,
+}
 
 
 class ProtocolError(Exception):
@@ -294,8 +311,9 @@ SLOT_SIZE = 64
 SLOT_TASK, SLOT_PHASE, SLOT_ITEM, SLOT_STARTED, SLOT_DEADLINE, SLOT_FAULT, SLOT_ERRNO = range(7)
 
 
-def new_slot_fd() -> int:
-    """A file descriptor for one worker's progress slot, zero-filled."""
+def new_slot_fd(size: int = SLOT_SIZE) -> int:
+    """A file descriptor for one worker's progress slot, zero-filled, of ``size`` bytes
+    (more than SLOT_SIZE: its arena follows, see ``_arena``; only with memfd)."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create(_SLOT_NAME, os.MFD_CLOEXEC)
     else:  # macOS: an unlinked temporary file serves the same purpose
@@ -304,28 +322,35 @@ def new_slot_fd() -> int:
         with tempfile.TemporaryFile() as f:
             fd = os.dup(f.fileno())
         os.set_inheritable(fd, False)
-    os.ftruncate(fd, SLOT_SIZE)
+        size = SLOT_SIZE
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
 _SLOT_NAME = "robustpool-slot"
 
 
-def map_slot(fd: int) -> tuple[mmap.mmap, memoryview]:
-    mm = mmap.mmap(fd, SLOT_SIZE)
-    return mm, memoryview(mm).cast("q")
+def map_slot(fd: int, size: int = SLOT_SIZE) -> tuple[mmap.mmap, memoryview]:
+    """Map a slot (the supervisor's), or with ``size`` the slot and its arena (the owner's)."""
+    mm = mmap.mmap(fd, size)
+    return mm, memoryview(mm)[:SLOT_SIZE].cast("q")
 
 
-def map_slot_untracked(fd: int) -> tuple[mmap.mmap, memoryview]:
-    """Map a slot for a worker, leaving no descriptor of it behind (the caller closes
-    ``fd``). An mmap object keeps a duplicate of its file's descriptor; in a worker, a task
-    writing into the descriptors it inherited would write into the slot through it, and a
-    scribbled slot can make a death look like an idle one. The returned mapping must never
-    be closed (on 3.11/3.12 its descriptor number is closed under it): keep it for life."""
+def map_slot_untracked(fd: int, size: int = SLOT_SIZE) -> tuple[mmap.mmap, memoryview]:
+    """Map a slot (and the arena after it: ``size`` is the file's) for a worker, leaving
+    no descriptor of it behind (the caller closes ``fd``). An mmap object keeps a duplicate
+    of its file's descriptor; in a worker, a task writing into the descriptors it inherited
+    would write into the slot through it, and a scribbled slot can make a death look like
+    an idle one. The returned mapping must never be closed (on 3.11/3.12 its descriptor
+    number is closed under it): keep it for life."""
     if sys.version_info >= (3, 13):
-        mm = mmap.mmap(fd, SLOT_SIZE, trackfd=False)
+        mm = mmap.mmap(fd, size, trackfd=False)
     else:
-        mm = mmap.mmap(fd, SLOT_SIZE)
+        mm = mmap.mmap(fd, size)
     # Before 3.13 the mapping holds a duplicate; close it, and any other slot descriptor
     # this process may have inherited (Linux names memfds in /proc/self/fd).
     with contextlib.suppress(OSError):
@@ -333,4 +358,4 @@ def map_slot_untracked(fd: int) -> tuple[mmap.mmap, memoryview]:
             with contextlib.suppress(OSError, ValueError):
                 if int(name) != fd and os.readlink(f"/proc/self/fd/{name}").startswith(f"/memfd:{_SLOT_NAME}"):
                     os.close(int(name))
-    return mm, memoryview(mm).cast("q")
+    return mm, memoryview(mm)[:SLOT_SIZE].cast("q")

@@ -20,12 +20,15 @@ from typing import Any
 from .._errors import SerializationPhase, TaskSerializationError
 from . import _serialize as ser
 from . import _wire as wire
+from ._arena import WorkerArena, half_of
 from ._outbox import Outbox, SendFailed, too_large
 from ._wire import (
+    ARENA,
     FUNC_CACHE,
     FUNC_HEAD,
     ITEM_DEADLINE,
     PID,
+    REF,
     RESULT_HEAD,
     SLOT_DEADLINE,
     SLOT_ERRNO,
@@ -67,8 +70,8 @@ _KEEP: list[object] = []
 class _Worker(Outbox):
     """The running side: the function cache, tasks and stream tasks (replies go through ``Outbox``)."""
 
-    def __init__(self, sock: socket.socket, view: memoryview) -> None:
-        super().__init__(sock, view)
+    def __init__(self, sock: socket.socket, view: memoryview, arena: WorkerArena | None) -> None:
+        super().__init__(sock, view, arena)
         self.funcs: dict[int, bytes | Callable[..., Any]] = {}
 
     def remember_function(self, payload: bytes | bytearray) -> None:
@@ -91,7 +94,21 @@ class _Worker(Outbox):
     # -- running --
 
     def run_task(self, payload: bytes | bytearray) -> None:
-        task_id, func_id, mode, flags, timeout = TASK_HEAD.unpack_from(payload)
+        task_id, func_id, mode, flags, timeout, consumed = TASK_HEAD.unpack_from(payload)
+        arena = self.arena
+        if arena is not None and consumed > arena.freed:
+            with self.lock:  # the flusher may be placing a result
+                arena.consumed(consumed)
+        if flags & ARENA:
+            if arena is None or len(payload) != TASK_HEAD.size + REF.size:
+                raise ProtocolError("an arena task for a worker without an arena, or a malformed one")
+            pickled = arena.task(payload, TASK_HEAD.size)
+        else:
+            pickled = memoryview(payload)[TASK_HEAD.size :]
+        with pickled:
+            self._run(task_id, func_id, mode, flags, timeout, pickled)
+
+    def _run(self, task_id: int, func_id: int, mode: int, flags: int, timeout: float, pickled: memoryview) -> None:
         if self.out and not self.armed:
             self.arm()
         view = self.view
@@ -106,12 +123,11 @@ class _Worker(Outbox):
         view[SLOT_PHASE] = Phase.LOADING  # stored last: readers trust the fields above
         try:
             fn = self.function(func_id)
-            items = ser.loads(memoryview(payload)[TASK_HEAD.size :])
+            items = ser.loads(pickled)
         except BaseException as exc:
             err = TaskSerializationError.of(SerializationPhase.LOAD_TASK, exc)
-            body = ser.encode_exception(err)
             view[SLOT_PHASE] = Phase.REPLYING
-            self.reply(task_id, Status.FAILED, start, body, 0, 0)  # count 0: every item
+            self.reply(task_id, Status.FAILED, start, ser.encode_exception(err), 0, 0)  # count 0: every item
             return
         if timeout_ns:
             now = time.monotonic_ns()
@@ -251,14 +267,14 @@ def _entry(value: Any) -> tuple[Entry, Any]:
     return Entry.PICKLED, blob
 
 
-def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple[Status, bytes]:
+def _encode_results(values: list[Any], errors: dict[int, bytes] | None) -> tuple[Status, ser.Payload]:
     """One pickle for the task's results when it cannot fail to unpickle in the owner, else
     one entry per item, so the owner fails only an item it cannot rebuild and delivers the
     others (re-running them would run their side effects twice and lose the first results)."""
     if errors is None:
         try:
             # A single item goes as one pickle whatever it holds: failing it fails only it.
-            body = ser.dumps(values) if len(values) == 1 else ser.dumps_plain(values)
+            body = ser.dump_payload(values) if len(values) == 1 else ser.dumps_plain(values)
         except BaseException:
             body = None
         if body is not None:
@@ -293,11 +309,13 @@ def serve(sock_fd: int, slot_fd: int) -> int:
     os.set_inheritable(sock_fd, False)
     sock = socket.socket(fileno=sock_fd)
     sock.setblocking(True)
-    mm, view = map_slot_untracked(slot_fd)
+    size = os.fstat(slot_fd).st_size
+    mm, view = map_slot_untracked(slot_fd, size)
     os.close(slot_fd)
     _KEEP.append(mm)  # never closed, never collected: see map_slot_untracked
+    half = half_of(size)
     global _current
-    worker = _current = _Worker(sock, view)
+    worker = _current = _Worker(sock, view, WorkerArena(mm, half) if half else None)
     reader = FrameReader(TO_WORKER)
     try:
         return _loop(worker, reader)

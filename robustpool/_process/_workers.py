@@ -1,4 +1,4 @@
-"""The owner's handle on one worker: its socket, progress slot, queues and lifecycle state.
+"""The owner's handle on one worker: its socket, progress slot, arena, queues and lifecycle state.
 
 Every field belongs to the dispatcher thread (``_loop``); other threads only read ``pid``,
 ``assigned`` and ``rss`` for statistics, where a value a moment old is fine.
@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import _arena
+from ._arena import OwnerArena
 from ._tasks import Task
 from ._wire import TO_OWNER, Framer, FrameReader, map_slot, new_slot_fd
 
@@ -40,7 +42,8 @@ class WorkerHandle:
     key: int
     sock: socket.socket
     slot_view: memoryview
-    slot_map: mmap.mmap
+    slot_map: mmap.mmap  # the slot and, after it, the arena (one mapping)
+    arena: OwnerArena | None = None  # None: big payloads take the socket too
     state: WorkerState = WorkerState.ACCEPTING
     pid: int | None = None
     ready: bool = False  # its initializer finished (READY arrived)
@@ -61,6 +64,9 @@ class WorkerHandle:
         return self.state is WorkerState.ACCEPTING
 
     def release_slot(self) -> None:
+        """Unmap the slot and the arena (the worker is gone: nobody writes them any more)."""
+        if self.arena is not None:
+            self.arena.close()
         with contextlib.suppress(BufferError, ValueError):
             self.slot_view.release()
             self.slot_map.close()
@@ -78,12 +84,17 @@ def open_worker(key: int, ask: Callable[[int, int], None]) -> WorkerHandle:
             with contextlib.suppress(OSError):
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
-        slot_fd = new_slot_fd()
+        size = _arena.file_size()
+        slot_fd = new_slot_fd(size)
         try:
-            slot_map, view = map_slot(slot_fd)
+            slot_map, view = map_slot(slot_fd, size)
+            half = _arena.half_of(size)
+            arena = OwnerArena(slot_map, half) if half else None
             try:
                 ask(theirs.fileno(), slot_fd)
             except BaseException:
+                if arena is not None:
+                    arena.close()
                 view.release()
                 slot_map.close()
                 raise
@@ -95,4 +106,4 @@ def open_worker(key: int, ask: Callable[[int, int], None]) -> WorkerHandle:
     finally:
         theirs.close()
     mine.setblocking(False)
-    return WorkerHandle(key, mine, view, slot_map)
+    return WorkerHandle(key, mine, view, slot_map, arena=arena)
