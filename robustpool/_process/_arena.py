@@ -63,11 +63,12 @@ HALF = (256 << 20) if sys.maxsize > 2**32 and sys.platform.startswith("linux") e
 # Pages above this offset in a half are given back to the kernel once nothing there is in
 # use: a burst of huge payloads does not leave each worker holding their memory.
 KEEP = 16 << 20
-# The smallest payload that goes through the arena. From 16 KiB up the arena was faster
-# than the socket in every run of ``python -m benchmarks.arena`` (2026-12-03, see
-# docs/performance.md); below it the difference was within the noise, and every small task
-# would pay the arena's bookkeeping for nothing a frame does not already do.
-MIN_BYTES = 16 << 10
+# The smallest payload that goes through the arena. ``python -m benchmarks.arena``
+# (2026-12-03, steady state, 5 runs of 5 repeats): from 64 KiB up the arena was faster in
+# every run (1.05-2.2x); at 32 KiB the socket was, in every run (arena 0.71-0.80x); 16 KiB
+# and below went either way or favoured the arena slightly, not monotonically, so the line
+# is where the gain is steady (it is also where the pickler stops copying large buffers).
+MIN_BYTES = 64 << 10
 
 
 def file_size() -> int:
