@@ -105,14 +105,15 @@ class Flight:
     reported: set[int] = field(default_factory=set)  # indices whose outcome was reported
 
 
-def _retell(exc: BaseException, t: Task, k: int, host: str) -> BaseException:
-    """An error made on a Dask node names its item as the node saw it (``...``: the node
-    never unpickles items) and not where it ran: say both here, where the item is known."""
+def _retell(exc: BaseException, t: Task, k: int, host: str | None) -> BaseException:
+    """``exc`` naming item ``k`` of ``t`` and the Dask worker ``host``: an error made on a
+    Dask node names its item as the node saw it (``...``: the node never unpickles items),
+    and one made here (a lost chunk) names none; say both here, where the item is known."""
     task = t.describe(k)
     if isinstance(exc, WorkerLostError):
-        return WorkerLostError(
-            exc.pid, exc.exitcode, exc.task_index, task, exc.phase, exc.attempts, exc.last_rss, exc.reason, host
-        )
+        fresh = WorkerLostError(exc.pid, exc.exitcode, t.index(k), task, exc.phase, exc.attempts, exc.last_rss, exc.reason, host)
+        fresh.__cause__ = exc.__cause__
+        return fresh
     if isinstance(exc, TaskTimeoutError):
         return TaskTimeoutError(exc.timeout, exc.elapsed, exc.task_index, task, exc.pid, host)
     if isinstance(exc, TaskSerializationError):
@@ -724,12 +725,5 @@ def _address_of(worker: object) -> str | None:
 
 
 def _with_item(error: BaseException, t: Task, k: int) -> BaseException:
-    """``error`` naming item ``k`` of ``t``, for the errors that name an item."""
-    if isinstance(error, WorkerLostError):
-        fresh = WorkerLostError(
-            error.pid, error.exitcode, t.index(k), t.describe(k), error.phase, error.attempts, error.last_rss, error.reason,
-            error.host,
-        )  # fmt: skip
-        fresh.__cause__ = error.__cause__
-        return fresh
-    return error
+    """``error`` (one for a whole chunk) naming item ``k`` of ``t``, for the errors that name an item."""
+    return _retell(error, t, k, error.host) if isinstance(error, WorkerLostError) else error
