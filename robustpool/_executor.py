@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, final
 
-from . import _forks
+from . import _forks, _zygote
 from ._calls import Mode
 from ._config import EXECUTOR_NAMES, PoolConfig, check_callable, positive_int
 from ._core import PoolCore, State, check_engine, start_engine
@@ -394,3 +394,7 @@ class MapIterator(Generic[R]):
 
 RobustExecutor.__module__ = "robustpool"  # as imported by users (see _errors)
 MapIterator.__module__ = "robustpool"
+
+# A threaded owner's first pool needs a forkserver: fork it now, while this process may still
+# have a single thread (see _zygote).
+_zygote.fork_at_import()

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, cast
 
-from . import _forks
+from . import _forks, _zygote
 from ._calls import Mode, function_name
 from ._config import PoolConfig, check_callable, positive_int, task_limit
 from ._core import PoolCore, State, check_engine, start_engine
@@ -477,7 +477,10 @@ class PoolBase:
         After ``close()`` it first reads what the live ``imap`` iterators still owe of their input
         (the standard library's eager ``imap`` would have read it at the call), then waits for the
         outstanding work. An iterator you dropped is closed, not read: close the ones you leave
-        early over an endless input.
+        early over an endless input. It returns once every worker has sent its last result and
+        quit; the kernel's teardown of their processes (slow for forks of a big owner) is not
+        waited for: the supervisor reaps them, and this process reaps the supervisor at its next
+        pool or at exit, within a bound.
 
         :param timeout: seconds to wait at most; default None: as long as it takes. Not in
             ``multiprocessing.Pool``. ``join`` returns None either way: ``stats().workers_alive``
@@ -715,3 +718,7 @@ class RobustPool(PoolBase):
 
 
 RobustPool.__module__ = "robustpool"  # as imported by users (see _errors)
+
+# A threaded owner's first pool needs a forkserver: fork it now, while this process may still
+# have a single thread (see _zygote).
+_zygote.fork_at_import()

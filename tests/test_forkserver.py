@@ -29,21 +29,31 @@ from robustpool._chaos._leaks import alive
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The owner scripts start a thread first: with it, a default pool takes the forkserver.
-PRELUDE = """
-import json, os, sys, threading, time
-threading.Thread(target=time.sleep, args=(120,), daemon=True).start()
-from robustpool import RobustPool
-from robustpool._process import _forkserver
+# The owner scripts run a thread before their first pool: with it, a default pool takes the
+# forkserver. Each runs twice: with the thread started before robustpool's import (the
+# forkserver is then a fresh interpreter, started by the first pool) and after it (the
+# forkserver is then the zygote, forked at the import: see robustpool._zygote).
+THREAD = "threading.Thread(target=time.sleep, args=(120,), daemon=True).start()\n"
+IMPORT = "from robustpool import RobustPool\nfrom robustpool._process import _forkserver\n"
+PRELUDES = {
+    "fresh": "import json, os, sys, threading, time\n" + THREAD + IMPORT,
+    "zygote": "import json, os, sys, threading, time\n" + IMPORT + THREAD,
+}
+HELPERS = """
 def parent_of(pid):
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 """
 
 
-def _run(tmp_path: Path, body: str, *, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(params=sorted(PRELUDES))
+def prelude(request: pytest.FixtureRequest) -> str:
+    return PRELUDES[request.param] + HELPERS + f"KIND = {request.param!r}\n"
+
+
+def _run(tmp_path: Path, prelude: str, body: str, *, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "owner.py"
-    script.write_text(PRELUDE + textwrap.dedent(body))
+    script.write_text(prelude + textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout, env=env, **kw)
     assert done.returncode == 0, f"owner exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -54,16 +64,22 @@ def _last_json(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_pools_of_a_threaded_owner_are_forks_of_one_forkserver(tmp_path: Path) -> None:
+def test_pools_of_a_threaded_owner_are_forks_of_one_forkserver(tmp_path: Path, prelude: str) -> None:
     done = _run(
         tmp_path,
+        prelude,
         """
         out = []
         for _ in range(3):
             with RobustPool(2) as pool:
                 assert pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
                 out.append((pool.supervisor_pid, parent_of(pool.supervisor_pid), _forkserver.server_pid()))
-        print(json.dumps({"pools": out, "owner": os.getpid()}))
+        server = _forkserver.server_pid()
+        print(json.dumps({
+            "pools": out, "owner": os.getpid(), "server_parent": parent_of(server),
+            "owner_cmdline": open("/proc/self/cmdline").read(),
+            "server_cmdline": open(f"/proc/{server}/cmdline").read(), "kind": KIND,
+        }))
         """,
     )
     got = _last_json(done)
@@ -73,13 +89,44 @@ def test_pools_of_a_threaded_owner_are_forks_of_one_forkserver(tmp_path: Path) -
     assert all(parent == server for _, parent, _ in got["pools"])  # each supervisor is its child
     assert len({sup for sup, _, _ in got["pools"]}) == 3
     assert server != got["owner"]
+    # What the forkserver is, a child of the owner either way: a fresh interpreter (-P -c ...),
+    # or the zygote, a fork of the owner (with its command line).
+    assert got["server_parent"] == got["owner"]
+    assert (got["server_cmdline"] == got["owner_cmdline"]) is (got["kind"] == "zygote")
 
 
-def test_a_supervisor_gets_the_owners_state_as_of_its_pool(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["", "0"])
+def test_the_zygote_is_forked_at_import_unless_robustpool_zygote_is_0(tmp_path: Path, setting: str) -> None:
+    """Imported before any thread, robustpool forks its forkserver at once (a fork of the
+    owner, ready before the first pool); with ROBUSTPOOL_ZYGOTE=0 the first threaded pool
+    starts a fresh one instead."""
+    start = "import json, os, sys, threading, time\n" + f"os.environ['ROBUSTPOOL_ZYGOTE'] = {setting!r}\n"
+    done = _run(
+        tmp_path,
+        start + IMPORT + THREAD + HELPERS,
+        """
+        before = _forkserver.server_pid()
+        with RobustPool(1) as pool:
+            assert pool.apply(abs, (-2,)) == 2
+            server = _forkserver.server_pid()
+            same = open(f"/proc/{server}/cmdline").read() == open("/proc/self/cmdline").read()
+            print(json.dumps([before, server, same, parent_of(pool.supervisor_pid)]))
+        """,
+    )
+    before, server, same, supervisors_parent = _last_json(done)
+    assert supervisors_parent == server
+    if setting == "0":
+        assert before is None and not same
+    else:
+        assert before == server and same
+
+
+def test_a_supervisor_gets_the_owners_state_as_of_its_pool(tmp_path: Path, prelude: str) -> None:
     (tmp_path / "later").mkdir()
     (tmp_path / "later" / "added_later.py").write_text("WHERE = 'from a sys.path entry added after the forkserver started'\n")
     done = _run(
         tmp_path,
+        prelude,
         f"""
         def probe(_):
             import added_later
@@ -102,10 +149,11 @@ def test_a_supervisor_gets_the_owners_state_as_of_its_pool(tmp_path: Path) -> No
     assert "a worker's line on stdout" in done.stdout and "a worker's line on stderr" in done.stderr
 
 
-def test_the_forkserver_follows_the_owners_current_stdout(tmp_path: Path) -> None:
+def test_the_forkserver_follows_the_owners_current_stdout(tmp_path: Path, prelude: str) -> None:
     """The owner's fd 1 as of the pool, not as of the forkserver (pytest's capture, say)."""
     done = _run(
         tmp_path,
+        prelude,
         f"""
         with RobustPool(1) as pool:
             pool.apply(abs, (1,))
@@ -125,9 +173,10 @@ def test_the_forkserver_follows_the_owners_current_stdout(tmp_path: Path) -> Non
     assert "wrote this" not in done.stdout
 
 
-def test_main_functions_and_lambdas_run_in_forkserver_pools(tmp_path: Path) -> None:
+def test_main_functions_and_lambdas_run_in_forkserver_pools(tmp_path: Path, prelude: str) -> None:
     done = _run(
         tmp_path,
+        prelude,
         """
         def triple(x):
             return 3 * x
@@ -139,20 +188,16 @@ def test_main_functions_and_lambdas_run_in_forkserver_pools(tmp_path: Path) -> N
     assert _last_json(done) == [[0, 3, 6, 9, 12], "λ"]
 
 
-def test_the_forkserver_imports_nothing_from_the_working_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", ["thread", "import"])
+def test_the_forkserver_imports_nothing_from_the_working_directory(tmp_path: Path, first: str) -> None:
     (tmp_path / "json.py").write_text("raise SystemExit('a planted json.py ran')\n")
     (tmp_path / "pickle.py").write_text("raise SystemExit('a planted pickle.py ran')\n")
     script = tmp_path / "owner.py"
+    lines = ["threading.Thread(target=time.sleep, args=(60,), daemon=True).start()", "from robustpool import RobustPool"]
     script.write_text(
-        textwrap.dedent(
-            """
-            import threading, time
-            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
-            from robustpool import RobustPool
-            with RobustPool(1) as pool:
-                print(pool.apply(abs, (-5,)))
-            """
-        )
+        "import threading, time\n"
+        + "\n".join(lines if first == "thread" else lines[::-1])
+        + "\nwith RobustPool(1) as pool:\n    print(pool.apply(abs, (-5,)))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     # -I keeps the owner itself from importing the planted files (the script's directory);
@@ -162,10 +207,10 @@ def test_the_forkserver_imports_nothing_from_the_working_directory(tmp_path: Pat
     assert "planted" not in done.stderr
 
 
-def test_owner_kill_9_leaves_no_forkserver_supervisor_or_worker(tmp_path: Path) -> None:
+def test_owner_kill_9_leaves_no_forkserver_supervisor_or_worker(tmp_path: Path, prelude: str) -> None:
     script = tmp_path / "owner.py"
     script.write_text(
-        PRELUDE
+        prelude
         + textwrap.dedent(
             """
             pool = RobustPool(2)
@@ -195,11 +240,12 @@ def test_owner_kill_9_leaves_no_forkserver_supervisor_or_worker(tmp_path: Path) 
                     p.kill()
 
 
-def test_a_killed_forkserver_costs_no_pool(tmp_path: Path) -> None:
+def test_a_killed_forkserver_costs_no_pool(tmp_path: Path, prelude: str) -> None:
     """A pool whose forkserver dies goes on (its supervisor does not need it), closes in
     time, and the next pool gets a new forkserver."""
     done = _run(
         tmp_path,
+        prelude,
         """
         import signal
         pool = RobustPool(2)
@@ -222,11 +268,12 @@ def test_a_killed_forkserver_costs_no_pool(tmp_path: Path) -> None:
     assert closed_in < 5.0
 
 
-def test_a_forkserver_killed_between_pools_is_replaced_at_the_next_pool(tmp_path: Path) -> None:
+def test_a_forkserver_killed_between_pools_is_replaced_at_the_next_pool(tmp_path: Path, prelude: str) -> None:
     """Nothing used the dead forkserver after its death (no pool ran): the next pool's
     request finds its socket broken, and a new forkserver takes the request."""
     done = _run(
         tmp_path,
+        prelude,
         """
         import signal
         with RobustPool(1) as pool:
@@ -244,9 +291,10 @@ def test_a_forkserver_killed_between_pools_is_replaced_at_the_next_pool(tmp_path
     assert value == 4 and second not in (None, first)
 
 
-def test_a_child_forked_by_the_owner_gets_a_forkserver_of_its_own(tmp_path: Path) -> None:
+def test_a_child_forked_by_the_owner_gets_a_forkserver_of_its_own(tmp_path: Path, prelude: str) -> None:
     done = _run(
         tmp_path,
+        prelude,
         """
         with RobustPool(1) as pool:
             pool.apply(abs, (1,))

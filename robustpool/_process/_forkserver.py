@@ -45,6 +45,8 @@ import threading
 import time
 from typing import Any, NamedTuple
 
+from .. import _zygote
+
 _REPLY_TIMEOUT = 30.0  # the first request waits for the forkserver's own start too
 _EXIT_GRACE = 1.0  # a forkserver told to go (owner exiting) is killed after this
 _MAX_PACKET = 1 << 20  # a request carries the environment: far under this
@@ -87,19 +89,58 @@ class ForkserverGone(ForkserverError):
 # -- the owner's side -------------------------------------------------------------------
 
 
-class Forkserver:
-    """The owner's handle on its forkserver process."""
+class _Forked:
+    """A forkserver forked from the owner (the zygote, see ``robustpool._zygote``): the few
+    ``Popen`` methods ``Forkserver`` uses, on a child of ours."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1  # reaped elsewhere: status unknown
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.002)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+class Forkserver:
+    """The owner's handle on its forkserver process: a fresh interpreter, or the zygote
+    forked at import (``forked``: its socket's fd and pid)."""
+
+    def __init__(self, forked: tuple[int, int] | None = None) -> None:
         self.lock = threading.Lock()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.popen = _spawn(theirs.fileno())
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+        self.popen: subprocess.Popen[bytes] | _Forked
+        if forked is not None:
+            ours = socket.socket(fileno=forked[0])
+            self.popen = _Forked(forked[1])
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                self.popen = _spawn(theirs.fileno())
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
         self.sock = ours
         self.owner = os.getpid()
         self.alive = True
@@ -234,7 +275,7 @@ def current() -> Forkserver:
         if server is None:
             if _current is None:
                 atexit.register(_stop_current)
-            server = _current = Forkserver()
+            server = _current = Forkserver(_zygote.take())
         return server
 
 
@@ -251,7 +292,7 @@ def server_pid() -> int | None:
     """The pid of this process's forkserver, if one runs (leak checks leave it out: it lives
     as long as its owner, by design)."""
     server = _running()
-    return None if server is None else server.popen.pid
+    return _zygote.pid() if server is None else server.popen.pid
 
 
 def server_fds() -> set[int]:
@@ -332,9 +373,56 @@ def _spawn(fd: int) -> subprocess.Popen[bytes]:
 # -- the forkserver's side -------------------------------------------------------------
 
 
+def serve_forked_server(fd: int) -> int:  # pragma: no cover - runs in the zygote
+    """The zygote, just forked from the owner: become what ``_spawn`` starts, then serve.
+
+    Objects inherited from the owner are frozen, never finalized here (a socket object
+    closing "its" fd number would close one of ours). Every descriptor but the standard
+    ones and the socket is closed, stdin reads nothing, and the working directory is "/",
+    as for a fresh forkserver. While it imports the engine, ``sys.path`` is the owner's but
+    for the entry ``-P`` would have left out (the script's directory, or the working
+    directory for ``-c`` and the REPL): nothing planted there runs in it. Signal handlers the
+    owner installed in Python are reset, and the process leaves the owner's group.
+    """
+    gc.freeze()
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    from ._oscalls import max_fd
+
+    os.closerange(3, fd)
+    os.closerange(fd + 1, max_fd())
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    os.chdir("/")
+    for signum in signal.valid_signals():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+    if not sys.flags.safe_path and sys.path:
+        del sys.path[0]
+    _forget_partial_modules()
+    return main(fd)
+
+
+def _forget_partial_modules() -> None:  # pragma: no cover - runs in the zygote
+    """Drop the modules that were still being imported when the zygote was forked: the one
+    whose import imported robustpool (a test module, an application's), and the ones that
+    imported it. In the zygote they stay half-run forever, so a worker unpickling a function
+    of theirs by reference would find it missing; dropped, a worker imports them afresh, as a
+    fresh forkserver's would. (importlib marks a module's spec ``_initializing`` while the
+    module runs; the mark is private but has been there since Python 3.4.)"""
+    for name, module in list(sys.modules.items()):
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            del sys.modules[name]
+
+
 def main(fd: int) -> int:  # pragma: no cover - runs in the forkserver process
     """Entry point of the forkserver: preload, then fork supervisors on request."""
     import multiprocessing.process  # noqa: F401  (each supervisor sets the owner's authkey there)
+
+    _zygote.never()
 
     from ._supervisor import preload
 

@@ -22,10 +22,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import _forkserver
+from . import _forkserver, _reaper
 from ._control import Channel, Prepare
 from ._oscalls import flush_std_streams
-from ._supervisor import preload, serve_forked
 
 
 @dataclass
@@ -73,7 +72,12 @@ class SupervisorProcess:
 def start(method: str) -> SupervisorProcess:
     """Start a supervisor: ``fork`` (of this process), ``forkserver`` (a fork of this
     process's forkserver, see ``_forkserver``) or ``spawn`` (a fresh interpreter)."""
+    _reaper.reap_exited()  # the supervisors of pools finished since the last start
     if method == "fork":
+        # Imported here: an owner whose supervisors are forks of the forkserver (a threaded
+        # owner) never runs the supervisor's code itself, and its first pool is the sooner.
+        from ._supervisor import preload
+
         preload()
     owner_end, sup_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     starts = {"fork": _start_forked, "forkserver": _start_by_forkserver, "spawn": _start_fresh}
@@ -88,6 +92,8 @@ def start(method: str) -> SupervisorProcess:
 
 
 def _start_forked(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
+    from ._supervisor import serve_forked  # loaded by preload() already
+
     fd = sup_end.fileno()
     flush_std_streams()
     pid = os.fork()

@@ -44,7 +44,7 @@ from .._errors import (
     RobustPoolError,
 )
 from .._stats import PoolStats, WorkerStats
-from . import _arena
+from . import _arena, _reaper
 from . import _serialize as ser
 from ._attribution import owes_items
 from ._control import (
@@ -410,6 +410,7 @@ class Loop(Fleet):
         if self._stopping:
             return
         self._stopping = True
+        self._stopping_politely = polite
         self._stop_deadline = time.monotonic() + 2 * grace + _EXIT_WAIT
         for w in self._workers.values():
             self._retire(w)
@@ -423,6 +424,12 @@ class Loop(Fleet):
             elif self._closing_done():
                 self._begin_stop(_QUIT_GRACE, polite=True)
             return False
+        if self._all_quit():
+            # Nothing is left to wait for but the processes' own exit: the supervisor reaps
+            # its workers, and _reaper reaps the supervisor (see there).
+            _reaper.adopt(self._supervisor)
+            self._finish()
+            return True
         if time.monotonic() > self._stop_deadline:
             log.error("robustpool: the supervisor did not stop in time; killing it")
             self._supervisor.kill()
@@ -431,6 +438,15 @@ class Loop(Fleet):
             self._finish()
             return True
         return self._finished.is_set()
+
+    def _all_quit(self) -> bool:
+        """A polite stop is over once every worker has closed its socket with nothing in
+        flight: a worker told to QUIT closes it after its last byte (results, then its
+        stdout and stderr), before its process exits (``_worker.serve``). A worker still
+        starting, or one whose end the supervisor still holds, has not closed it yet."""
+        if not self._stopping_politely:
+            return False
+        return all(w.eof and not w.inflight for w in self._workers.values())
 
 
 def shutdown_all(dispatchers: Iterable[Loop] = ()) -> None:

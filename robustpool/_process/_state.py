@@ -75,6 +75,7 @@ class LoopState:
         self._closing = False
         self._terminating = False
         self._stopping = False
+        self._stopping_politely = False  # a close's stop: the workers quit when told (see Loop._all_quit)
         self._finished = threading.Event()
         self._broken: BaseException | None = None
         self._init_failures = 0

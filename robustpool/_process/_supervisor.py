@@ -421,6 +421,9 @@ def serve_forked(fd: int) -> int:
 
 def serve(fd: int) -> int:
     """Run the supervisor loop on the control socket ``fd``; returns the exit code."""
+    from .. import _zygote
+
+    _zygote.never()  # nor in its workers: they are its forks
     os.set_inheritable(fd, False)
     osc.subreaper()
     sup = _Supervisor(fd)

@@ -336,6 +336,12 @@ def serve(sock_fd: int, slot_fd: int) -> int:
             with contextlib.suppress(BaseException):
                 stream.flush()
         with contextlib.suppress(BaseException):
+            # The owner's end of the socket sees its end now, not once the kernel has torn
+            # this process down (that is slow for a fork of a big owner): everything it
+            # will ever get from us, stdout included, is sent. What happened to the tasks is
+            # still decided by the exit status the supervisor reports, not by this.
+            sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(BaseException):
             sock.detach()  # the fd dies with the process; no ResourceWarning on the way out
 
 

@@ -386,6 +386,9 @@ def _scenario(kind: str, tmp_path: Path, check: Check) -> None:
     except BaseException:
         pool.terminate()
         raise
+    # join() returns once every worker has quit; the processes end just after (the kernel's
+    # teardown is not waited for: see robustpool._process._reaper). Nothing may stay.
+    _wait_until(lambda: [p.role for p in _processes(base, roles)] == ["owner"], "the pool's processes to end")
     check("after close and join", _processes(base, roles))
 
 
