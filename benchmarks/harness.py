@@ -95,10 +95,28 @@ def run(config: Config, progress: TextIO | None = sys.stderr) -> Report:
     """Run the harness and return its Report (nothing is printed but progress); with a Dask
     peer, on a LocalCluster started for the run and closed at its end."""
     notes: list[str] = []
+    _compile_robustpool(notes)
     peers = select_peers(config.peers, notes, (DASK_GROUP,) if config.dask else ())
     cases = [case for case in select_cases(config.cases) if any(case.runs(peer) for peer in peers)]
     with cluster.started_for(peers, config.workers, notes) as dask:
         return _run(config, cases, peers, notes, dask, progress)
+
+
+def _compile_robustpool(notes: list[str]) -> None:
+    """Write robustpool's bytecode before the run, as pip does at install for every peer.
+
+    An editable install keeps robustpool's sources in the checkout, and where nothing wrote
+    their bytecode (``PYTHONDONTWRITEBYTECODE``, ``-B``), every fresh child of the run would
+    compile robustpool's process engine inside its timed first pool, and no peer's."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("robustpool")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for location in spec.submodule_search_locations:
+        if not compileall.compile_dir(location, quiet=1):
+            notes.append(f"robustpool: its bytecode could not all be written under {location}")
 
 
 def _run(
@@ -236,11 +254,14 @@ def _standard_notes(cases: list[Case], peers: list[PeerSpec], ctx: Context) -> l
         )
     if "startup_threaded" in names:
         notes.append(
-            f"startup_threaded: in a fresh child per repeat (limit {ctx.config.child_timeout:g} s) that first starts a"
+            f"startup_threaded: in a fresh child per repeat (limit {ctx.config.child_timeout:g} s) that imports the peer"
+            " (as a program does at its top), then starts a"
             " second Python thread, idle on an Event until both pools are done: its first pool (construction to the first"
             " trivial result, then closed), then, once that pool's processes and threads are gone (bounded wait), a second"
             " pool timed the same way (row startup_threaded_2nd); the detail counts the processes each pool had started by"
-            " then and how many were fresh interpreters (a command line other than their parent's) rather than forks"
+            " then and how many were fresh interpreters (a command line other than their parent's) rather than forks;"
+            " robustpool's forkserver is forked at that import, before the thread (robustpool._zygote), so it is not among"
+            " the processes its first pool started"
         )
     if "import" in names:
         notes.append(

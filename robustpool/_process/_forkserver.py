@@ -39,13 +39,15 @@ import pickle
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _zygote
+
+if TYPE_CHECKING:
+    import subprocess  # imported where a fresh forkserver starts: a forked one needs none of it
 
 _REPLY_TIMEOUT = 30.0  # the first request waits for the forkserver's own start too
 _EXIT_GRACE = 1.0  # a forkserver told to go (owner exiting) is killed after this
@@ -108,13 +110,11 @@ class _Forked:
                     self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
-    def wait(self, timeout: float) -> int:
+    def wait(self, timeout: float) -> int | None:
+        """The exit code once reaped, or None after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+        while self.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
-        assert self.returncode is not None
         return self.returncode
 
     def kill(self) -> None:
@@ -216,13 +216,20 @@ class Forkserver:
         self.alive = False
         with contextlib.suppress(OSError):
             self.sock.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(grace)
+        self._wait(grace)
         if self.popen.returncode is None:
             with contextlib.suppress(OSError):
                 self.popen.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(_EXIT_GRACE)
+            self._wait(_EXIT_GRACE)
+
+    def _wait(self, timeout: float) -> None:
+        if isinstance(self.popen, _Forked):
+            self.popen.wait(timeout)
+            return
+        import subprocess  # loaded already: this forkserver is a Popen
+
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
 
 
 _current: Forkserver | None = None
@@ -362,6 +369,8 @@ _BOOT = (
 
 
 def _spawn(fd: int) -> subprocess.Popen[bytes]:
+    import subprocess
+
     home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
     args = [sys.executable, *flags, "-P", "-c", _BOOT, str(fd), home]

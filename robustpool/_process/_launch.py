@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import _forkserver, _reaper
 from ._control import Channel, Prepare
 from ._oscalls import flush_std_streams
+
+if TYPE_CHECKING:
+    import subprocess  # imported by _start_fresh only: forks need none of it
 
 
 @dataclass
@@ -137,6 +139,9 @@ _BOOT = (
 
 
 def _start_fresh(owner_end: socket.socket, sup_end: socket.socket) -> SupervisorProcess:
+    import json
+    import subprocess
+
     fd = sup_end.fileno()
     home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
