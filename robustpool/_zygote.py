@@ -99,6 +99,13 @@ def pid() -> int | None:
     return None if pending is None or pending[2] != os.getpid() else pending[1]
 
 
+def fd() -> int | None:
+    """Our end of the zygote's socket while no forkserver has taken it (fd-growth checks
+    leave it out, as they leave out a forkserver's)."""
+    pending = _pending
+    return None if pending is None or pending[2] != os.getpid() else pending[0]
+
+
 def _single_threaded() -> bool:
     try:
         return len(os.listdir("/proc/self/task")) == 1

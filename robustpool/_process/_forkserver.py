@@ -306,8 +306,8 @@ def server_fds() -> set[int]:
     """The descriptors this process holds for its forkserver (fd-growth checks leave them
     out, as leak checks leave out its process)."""
     server = _running()
-    fd = -1 if server is None else server.sock.fileno()
-    return {fd} if fd >= 0 else set()
+    fd = _zygote.fd() if server is None else server.sock.fileno()
+    return {fd} if fd is not None and fd >= 0 else set()
 
 
 def exit_code_of(server: Forkserver, pid: int) -> int | None:
