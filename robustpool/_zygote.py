@@ -52,7 +52,7 @@ def fork_at_import() -> None:
     global _pending
     if _never or _pending is not None or os.environ.get("ROBUSTPOOL_ZYGOTE", "1") == "0" or not hasattr(os, "fork"):
         return
-    if not _single_threaded():
+    if not single_threaded():
         return
     for stream in (sys.stdout, sys.stderr):  # text printed before the fork is not printed twice
         if stream is not None:
@@ -106,7 +106,8 @@ def fd() -> int | None:
     return None if pending is None or pending[2] != os.getpid() else pending[0]
 
 
-def _single_threaded() -> bool:
+def single_threaded() -> bool:
+    """True when this process has no other thread, Python's or native (a fork is safe)."""
     try:
         return len(os.listdir("/proc/self/task")) == 1
     except OSError:

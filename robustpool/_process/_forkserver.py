@@ -238,10 +238,7 @@ _current_lock = threading.Lock()
 
 def owner_is_single_threaded() -> bool:
     """True when forking the owner is safe: no other thread, Python's or native."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return threading.active_count() == 1
+    return _zygote.single_threaded()
 
 
 def choose(start_method: str | None) -> str:
