@@ -153,14 +153,17 @@ class ExecutorBase(Executor):
         return MapIterator(it, job, deadline)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Accept no new work; with ``wait``, return once the work is done and every worker has exited.
+        """Accept no new work; with ``wait``, return once the work is done and every worker has quit.
 
         Waiting first reads what the live ``map`` iterators still owe of their input (the
         standard library submits a map's every item at the call): close an iterator you leave
         early over an endless input. Calling it again is harmless. Leaving ``with`` calls
-        ``shutdown(wait=True)``, even on an exception, as in the standard library.
+        ``shutdown(wait=True)``, even on an exception, as in the standard library. A worker has
+        quit once it has sent its last result and closed its end; the kernel's teardown of
+        its process is not waited for (the supervisor reaps it, and this process reaps the
+        supervisor at its next pool or at exit, within a bound), as in ``RobustPool.join``.
 
-        :param wait: wait for the outstanding work and the workers' exit; default True. With
+        :param wait: wait for the outstanding work and for the workers to quit; default True. With
             False the work still runs to its end in the background.
         :param cancel_futures: cancel the futures that have not started (their waiters wake at
             once) and close the live ``map`` iterators (cleaning what they hold); running futures
