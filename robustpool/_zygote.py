@@ -18,8 +18,9 @@ forkserver still exits at the end of its socket, so it never outlives the owner.
   environment says ``ROBUSTPOOL_ZYGOTE=0``: the forkserver is then started on demand, as before.
   Nor in robustpool's own processes (``never``): a worker whose task's module imports
   robustpool forks none.
-* This module imports nothing but ``os``, ``sys``, ``contextlib`` and ``_socket``: the rest
-  of the import stays lazy; the owner wraps the socket once its first pool needs it.
+* This module imports nothing but ``os``, ``contextlib`` and ``_socket`` (and ``_oscalls``
+  when it forks): the rest of the import stays lazy; the owner wraps the socket once its
+  first pool needs it.
 * A child forked from the owner never uses its parent's zygote: its copy of the socket is
   closed at fork (``os.register_at_fork``), as for any forkserver.
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import _socket
 import contextlib
 import os
-import sys
 
 #: (our end of the socket, the zygote's pid, the pid of the process that forked it)
 _pending: tuple[int, int, int] | None = None
@@ -54,10 +54,9 @@ def fork_at_import() -> None:
         return
     if not single_threaded():
         return
-    for stream in (sys.stdout, sys.stderr):  # text printed before the fork is not printed twice
-        if stream is not None:
-            with contextlib.suppress(Exception):  # a closed or broken stream: nothing to print twice
-                stream.flush()
+    from ._process._oscalls import flush_std_streams  # signal and functools, its imports, are loaded by now
+
+    flush_std_streams()
     try:
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     except OSError:
@@ -81,29 +80,32 @@ def fork_at_import() -> None:
     _pending = (ours.detach(), pid, os.getpid())
 
 
+def _mine() -> tuple[int, int] | None:
+    """(our socket's fd, the zygote's pid) while no forkserver has taken it, if this very
+    process forked it (``_after_fork_in_child`` clears a parent's first; the pid covers a
+    fork that bypassed it)."""
+    pending = _pending
+    return None if pending is None or pending[2] != os.getpid() else pending[:2]
+
+
 def take() -> tuple[int, int] | None:
     """(our socket's fd, the zygote's pid), once, if this very process forked one."""
     global _pending
-    pending, _pending = _pending, None
-    if pending is None:
-        return None
-    fd, pid, forker = pending
-    if forker != os.getpid():  # pragma: no cover - _after_fork_in_child cleared it first
-        return None
-    return fd, pid
+    mine, _pending = _mine(), None
+    return mine
 
 
 def pid() -> int | None:
     """The zygote's pid while no forkserver has taken it (leak checks leave it out)."""
-    pending = _pending
-    return None if pending is None or pending[2] != os.getpid() else pending[1]
+    mine = _mine()
+    return None if mine is None else mine[1]
 
 
 def fd() -> int | None:
     """Our end of the zygote's socket while no forkserver has taken it (fd-growth checks
     leave it out, as they leave out a forkserver's)."""
-    pending = _pending
-    return None if pending is None or pending[2] != os.getpid() else pending[0]
+    mine = _mine()
+    return None if mine is None else mine[0]
 
 
 def single_threaded() -> bool:
